@@ -1,0 +1,154 @@
+"""The documents the stages hand to each other: pydantic v2 models, nothing heavy.
+
+Stage 1 writes a `Transcript`; stage 2 reads it and writes a `Result` (WhisperX's JSON shape:
+`segments` with `words`, `word_segments`, `language`, plus our audio identity and provenance).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = "1.0"
+SCHEMA_MAJOR = SCHEMA_VERSION.split(".")[0]
+
+# Whisper rounds times to 10 ms; allow that much slack before calling times inconsistent.
+TIME_TOLERANCE_S = 0.02
+
+Seconds = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Word(_Model):
+    word: str
+    start: Seconds | None = None
+    end: Seconds | None = None
+    probability: Probability | None = Field(default=None, description="Whisper's token probability, or the alignment score in stage 2")
+    speaker: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Word:
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+
+class Segment(_Model):
+    id: int = Field(ge=0)
+    start: Seconds
+    end: Seconds
+    text: str
+    avg_logprob: float | None = None
+    no_speech_prob: Probability | None = None
+    compression_ratio: Annotated[float, Field(ge=0.0)] | None = None
+    temperature: Annotated[float, Field(ge=0.0)] | None = None
+    tokens: list[int] | None = None
+    words: list[Word] | None = None
+    speaker: str | None = None
+
+    @model_validator(mode="after")
+    def _times_consistent(self) -> Segment:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        for index, word in enumerate(self.words or []):
+            if word.start is not None and word.start < self.start - TIME_TOLERANCE_S:
+                raise ValueError(f"words[{index}] starts at {word.start}, before its segment ({self.start})")
+            if word.end is not None and word.end > self.end + TIME_TOLERANCE_S:
+                raise ValueError(f"words[{index}] ends at {word.end}, after its segment ({self.end})")
+        return self
+
+
+class AudioInfo(_Model):
+    path: str = Field(description="the path as the user gave it")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    duration: Seconds
+    sample_rate: int = Field(gt=0, description="sample rate of the source file")
+    channels: int | None = Field(default=None, gt=0)
+
+
+class ModelInfo(_Model):
+    id: str = Field(description="what the user asked for: an HF repo id or a folder")
+    source: Literal["hf", "mlx", "ctranslate2", "bundled"]
+    path: str = Field(description="the folder the weights were loaded from")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(description="hash of the weights file that ran")
+    dtype: str
+
+
+class DecodingOptions(_Model):
+    """Every parameter that can change stage 1's text."""
+
+    task: Literal["transcribe", "translate"]
+    language: str | None
+    temperature: list[Annotated[float, Field(ge=0.0)]]
+    initial_prompt: str | None = None
+    word_timestamps: bool
+    condition_on_previous_text: bool
+    compression_ratio_threshold: float | None
+    logprob_threshold: float | None
+    no_speech_threshold: float | None
+    compute_type: Literal["float16", "float32"]
+    prepend_punctuations: str
+    append_punctuations: str
+    hallucination_silence_threshold: float | None = None
+
+
+class Provenance(_Model):
+    stage: Literal["transcribe", "align_diarize"]
+    tool_version: str
+    started_at: str = Field(description="ISO 8601, UTC")
+    wall_time_s: Seconds
+    python: str
+    platform: str
+    device: str = Field(description="what did the work, e.g. 'cpu' or 'gpu'")
+    packages: dict[str, str] = Field(description="versions of the packages that matter (numpy, mlx, torch, ...)")
+    environment: dict[str, str] = Field(default_factory=dict, description="thread counts, BLAS and other settings the stage ran with")
+
+
+class LanguageInfo(_Model):
+    code: str
+    probability: Probability | None = Field(default=None, description="None when the language was given or the model is English-only")
+    source: Literal["user", "detected", "model"]
+
+
+class Transcript(_Model):
+    """Stage 1's output."""
+
+    schema_version: str = SCHEMA_VERSION
+    kind: Literal["transcript"] = "transcript"
+    audio: AudioInfo
+    language: str
+    language_info: LanguageInfo
+    task: Literal["transcribe", "translate"]
+    text: str
+    segments: list[Segment]
+    model: ModelInfo
+    decoding: DecodingOptions
+    provenance: Provenance
+
+
+class SpeakerInfo(_Model):
+    id: str
+    speaking_time: Seconds
+    embedding: list[float] | None = None
+
+
+class Result(_Model):
+    """Stage 2's output: WhisperX's shape plus audio identity and the provenance of both stages."""
+
+    schema_version: str = SCHEMA_VERSION
+    kind: Literal["result"] = "result"
+    audio: AudioInfo
+    language: str
+    segments: list[Segment]
+    word_segments: list[Word]
+    speakers: list[SpeakerInfo] = Field(default_factory=list)
+    model: ModelInfo
+    provenance: list[Provenance]
+
+
+Document = Transcript | Result

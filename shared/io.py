@@ -1,0 +1,102 @@
+"""Reading and writing contract documents: validated on the way in, atomic on the way out."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .contract import SCHEMA_MAJOR, SCHEMA_VERSION, Result, Transcript
+from .errors import ExitCode, StageError
+
+DocumentT = TypeVar("DocumentT", Transcript, Result)
+
+
+def load_document(path: str | os.PathLike[str], kind: type[DocumentT]) -> DocumentT:
+    """Load and validate a stage document; any problem is one StageError line naming file and field."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise StageError(ExitCode.BAD_DOCUMENT, f"{path}: file not found") from None
+    except OSError as error:
+        raise StageError(ExitCode.BAD_DOCUMENT, f"{path}: cannot read ({error.strerror})") from None
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise StageError(ExitCode.BAD_DOCUMENT, f"{path}: not valid JSON ({_first_line(error)})") from None
+    return parse_document(data, kind, source=str(path))
+
+
+def parse_document(data: object, kind: type[DocumentT], source: str = "<document>") -> DocumentT:
+    if not isinstance(data, dict):
+        raise StageError(ExitCode.BAD_DOCUMENT, f"{source}: expected a JSON object, got {type(data).__name__}")
+    version = data.get("schema_version")
+    if not isinstance(version, str) or version.split(".")[0] != SCHEMA_MAJOR:
+        raise StageError(
+            ExitCode.BAD_DOCUMENT,
+            f"{source}: schema_version {version!r} is not supported (this stagewhisper reads "
+            f"{SCHEMA_MAJOR}.x, writes {SCHEMA_VERSION}); redo the stage that wrote it with this version",
+        )
+    expected_kind = kind.model_fields["kind"].default
+    if data.get("kind") != expected_kind:
+        raise StageError(
+            ExitCode.BAD_DOCUMENT,
+            f"{source}: kind: expected a {expected_kind!r} document, got {data.get('kind')!r}",
+        )
+    try:
+        return kind.model_validate(data)
+    except ValidationError as error:
+        raise StageError(ExitCode.BAD_DOCUMENT, f"{source}: {describe_validation_error(error)}") from None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """The first problem as 'segments[3].words[2].end: message (+N more)'."""
+    problems = error.errors(include_url=False)
+    first = problems[0]
+    location = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{location or '<root>'}: {message}{more}"
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write via a unique temp file in the same folder, fsync, then rename: never a partial file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise StageError(ExitCode.OUTPUT_UNWRITABLE, f"{path}: cannot write ({error.strerror}); choose another --output_dir") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except OSError as error:
+        _remove_quietly(temp_name)
+        raise StageError(ExitCode.OUTPUT_UNWRITABLE, f"{path}: cannot write ({error.strerror}); free space or choose another --output_dir") from None
+    except BaseException:
+        _remove_quietly(temp_name)
+        raise
+    return path
+
+
+def write_document(path: str | os.PathLike[str], document: BaseModel) -> Path:
+    return write_text_atomic(path, document.model_dump_json(indent=2) + "\n")
+
+
+def _remove_quietly(name: str) -> None:
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__

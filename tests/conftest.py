@@ -1,0 +1,43 @@
+"""Shared fixtures. Tests that need a stage environment get it through `stage_envs` (synced once a session)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+
+# Missing models must fail fast, never wait on a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def stage_envs() -> dict[str, Path]:
+    """Both stage environments, created/synced from their locks; maps stage name to its python."""
+    from orchestrator import envs
+
+    envs.setup_all(quiet=True)
+    return {stage: envs.env_python(stage) for stage in envs.STAGES}
+
+
+@pytest.fixture(scope="session")
+def transcribe_python(stage_envs: dict[str, Path]) -> Path:
+    return stage_envs["transcribe"]
+
+
+@pytest.fixture(scope="session")
+def sample_wav(stage_envs: dict[str, Path]) -> Path:
+    """pyannote.audio's sample: a real 30 s two-speaker phone call (16 kHz mono)."""
+    from orchestrator import assets
+
+    return assets.sample_audio()
+
+
+@pytest.fixture(scope="session")
+def sample_reference_text() -> str:
+    """The sample's reference transcript, from pyannote.audio 4.0.7's sample.stm (MIT)."""
+    lines = (DATA / "sample.stm").read_text(encoding="utf-8").splitlines()
+    return " ".join(line.split(maxsplit=5)[5] for line in lines if line.strip())
