@@ -1,0 +1,1 @@
+"""Stage 1: transcription with MLX Whisper, in the numpy-2 environment (envs/transcribe)."""

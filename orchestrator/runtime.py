@@ -1,0 +1,195 @@
+"""The environment each stage subprocess runs with, and the part of it worth recording in provenance.
+
+Pure stdlib and cheap: the orchestrator calls this before every stage run (never imports the stacks).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from shared.errors import ExitCode, StageError
+
+# Every BLAS/OpenMP runtime reads its own variable; set them all so no library oversubscribes the cores.
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "STAGEWHISPER_THREADS",
+)
+
+FIXED_SETTINGS: dict[str, str] = {
+    # Tokenizers forks a pool that deadlocks/warns under our subprocess model; the gain is nil here.
+    "TOKENIZERS_PARALLELISM": "false",
+    # Ops MPS lacks fall back to CPU instead of raising (macOS torch in stage 2).
+    "PYTORCH_ENABLE_MPS_FALLBACK": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    # Stage progress lines must reach the orchestrator as they happen, not at exit.
+    "PYTHONUNBUFFERED": "1",
+}
+
+BLAS_ENV = "STAGEWHISPER_BLAS"
+BLAS_CHOICE_ENV = "STAGEWHISPER_BLAS_CHOICE"
+REFERENCE_BLAS = "reference (install libopenblas0-pthread for ~40x faster CPU matmul)"
+
+# Debian/Ubuntu OpenBLAS packages put a drop-in libblas.so.3 here; pthread first (no OpenMP runtime clash).
+_OPENBLAS_FLAVOURS = ("openblas-pthread", "openblas-openmp", "openblas")
+_MULTIARCH = ("x86_64-linux-gnu", "aarch64-linux-gnu")
+
+# Inherited variables that change results or speed and so belong in provenance (besides ours).
+_RECORDED_INHERITED = ("LD_PRELOAD", "HF_HUB_OFFLINE", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "CUDA_VISIBLE_DEVICES")
+# Names that may hold secrets; TOKENIZERS_PARALLELISM is the one harmless "TOKEN" we set ourselves.
+_SECRET_NAME = re.compile(r"TOKEN(?!IZERS_PARALLELISM)|SECRET|PASSW|CREDENTIAL|API_?KEY|AUTH", re.IGNORECASE)
+_SECRET_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{20,}")
+# A parent python's path settings would leak numpy 2 into the numpy<2 env (or the reverse).
+_DROPPED = ("PYTHONPATH", "PYTHONHOME")
+
+
+def _system(system: str | None) -> str:
+    return system or platform.system()
+
+
+def _sysctl_int(name: str) -> int | None:
+    try:
+        out = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=True)
+        value = int(out.stdout.strip())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
+@functools.lru_cache(maxsize=None)
+def performance_cores(system: str | None = None) -> int:
+    """Cores worth one thread each: P-cores on Apple silicon (E-cores slow the slowest thread down),
+    the CPUs this process may run on under Linux (respects taskset/cgroup cpusets)."""
+    system = _system(system)
+    if system == "Darwin":
+        return _sysctl_int("hw.perflevel0.physicalcpu") or _sysctl_int("hw.physicalcpu") or os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def _thread_count(threads: int | None, base: Mapping[str, str]) -> int:
+    if threads is None and base.get("STAGEWHISPER_THREADS", "").strip():
+        try:
+            threads = int(base["STAGEWHISPER_THREADS"])
+        except ValueError:
+            raise StageError(ExitCode.USAGE, "STAGEWHISPER_THREADS must be a whole number") from None
+    if threads is None:
+        return performance_cores()
+    if threads < 1:
+        raise StageError(ExitCode.USAGE, f"--threads must be at least 1 (got {threads})")
+    return threads
+
+
+def blas_candidates() -> list[Path]:
+    """Where Debian's OpenBLAS packages install their libblas.so.3, best flavour first."""
+    arches = dict.fromkeys([f"{platform.machine()}-linux-gnu", *_MULTIARCH])
+    return [Path("/usr/lib") / arch / flavour / "libblas.so.3" for flavour in _OPENBLAS_FLAVOURS for arch in arches]
+
+
+def find_openblas(candidates: Iterable[Path] | None = None) -> Path | None:
+    """First existing OpenBLAS libblas.so.3 (a few stat calls: no dpkg on the hot path)."""
+    for path in blas_candidates() if candidates is None else candidates:
+        if Path(path).is_file():
+            return Path(path)
+    return None
+
+
+def _choose_blas(
+    stage: str, base: Mapping[str, str], system: str, candidates: Sequence[Path] | None
+) -> tuple[str, Path | None]:
+    """(choice to record, library to preload). Only MLX on Linux needs help: torch bundles its own BLAS."""
+    if stage != "transcribe":
+        return "torch-bundled", None
+    if system == "Darwin":
+        return "accelerate", None
+    wanted = base.get(BLAS_ENV, "auto").strip() or "auto"
+    if wanted == "reference":
+        return REFERENCE_BLAS, None
+    if wanted in ("auto", "openblas"):
+        found = find_openblas(candidates)
+        if found is not None:
+            return f"openblas:{found}", found
+        if wanted == "openblas":
+            raise StageError(
+                ExitCode.ENV_BROKEN,
+                f"{BLAS_ENV}=openblas but no OpenBLAS libblas.so.3 was found: `sudo apt-get install libopenblas0-pthread`",
+            )
+        return REFERENCE_BLAS, None
+    path = Path(wanted).expanduser()
+    if not path.is_file():
+        raise StageError(
+            ExitCode.USAGE, f"{BLAS_ENV}={wanted!r} is neither auto|openblas|reference nor an existing library file"
+        )
+    return f"custom:{path}", path
+
+
+def _with_preload(existing: str | None, library: Path) -> str:
+    """Our library first; keep whatever the user already preloads (LD_PRELOAD is ':'/space separated)."""
+    others = [p for p in re.split(r"[:\s]+", existing or "") if p and p != str(library)]
+    return ":".join([str(library), *others])
+
+
+def stage_environment(
+    stage: str,
+    threads: int | None = None,
+    base: Mapping[str, str] | None = None,
+    *,
+    system: str | None = None,
+    blas_candidates: Sequence[Path] | None = None,
+) -> dict[str, str]:
+    """Full environment for a stage subprocess: a copy of `base` (default os.environ) plus our settings.
+
+    `system` and `blas_candidates` exist for tests (simulate another OS / library locations).
+    """
+    env = dict(os.environ if base is None else base)
+    for key in _DROPPED:
+        env.pop(key, None)
+    system = _system(system)
+    count = str(_thread_count(threads, env))
+    env.update({key: count for key in THREAD_VARS})
+    env.update(FIXED_SETTINGS)
+    choice, library = _choose_blas(stage, env, system, blas_candidates)
+    env[BLAS_CHOICE_ENV] = choice
+    if library is not None:
+        # mlx-cpu links a bundled reference BLAS by a mangled soname; preloading interposes OpenBLAS symbols.
+        env["LD_PRELOAD"] = _with_preload(env.get("LD_PRELOAD"), library)
+    return env
+
+
+def recorded_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """The settings worth writing into provenance: ours plus a few inherited ones; never a secret."""
+    keys = [*THREAD_VARS, *FIXED_SETTINGS, *_RECORDED_INHERITED]
+    keys += sorted(k for k in env if k.startswith("STAGEWHISPER_") and k not in keys)
+    return {
+        key: env[key]
+        for key in keys
+        if key in env and not _SECRET_NAME.search(key) and not _SECRET_VALUE.search(env[key])
+    }
+
+
+def blas_hint(
+    base: Mapping[str, str] | None = None,
+    *,
+    system: str | None = None,
+    candidates: Sequence[Path] | None = None,
+) -> str | None:
+    """One line for `stagewhisper setup` to print when MLX would run on the slow reference BLAS; else None."""
+    base = os.environ if base is None else base
+    if _system(system) != "Linux" or base.get(BLAS_ENV, "auto").strip() not in ("", "auto"):
+        return None
+    if find_openblas(candidates) is not None:
+        return None
+    return (
+        "MLX on CPU will use its single-threaded reference BLAS: "
+        "`sudo apt-get install libopenblas0-pthread` makes transcription ~40x faster"
+    )

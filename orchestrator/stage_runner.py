@@ -1,0 +1,114 @@
+"""Running one stage as a subprocess of its own environment: progress on stdout, everything else in a log."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.errors import ExitCode
+from shared.progress import ProgressEvent, parse
+
+from . import envs, runtime
+
+ERROR_MARKER = ": error: "
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    audio: str
+    exit_code: int
+    seconds: float
+    log_path: Path
+    outputs: list[Path] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == ExitCode.OK
+
+
+def log_path_for(output_dir: Path, audio: str, stage: str) -> Path:
+    """Logs live beside the outputs; an unwritable output folder sends them to the temp folder."""
+    name = f"{Path(audio).name}.{stage}.log"
+    folder = output_dir / "logs"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return folder / name
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / "stagewhisper-logs"
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback / name
+
+
+def run_stage(
+    stage: str,
+    audio: str,
+    argv: Sequence[str],
+    output_dir: Path,
+    threads: int | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    on_event: Callable[[ProgressEvent], None] | None = None,
+) -> StageOutcome:
+    """Run `python -m stages.<stage> ARGV` in the stage's env; never raises for a stage's own failure."""
+    started = time.perf_counter()
+    log_path = log_path_for(output_dir, audio, stage)
+    python = envs.ensure_ready(stage)
+    env = runtime.stage_environment(stage, threads=threads)
+    env.update(extra_env or {})
+    command = [str(python), "-m", f"stages.{stage}", *argv]
+    outputs: list[Path] = []
+    with log_path.open("w", encoding="utf-8") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.write("".join(f"# {key}={value}\n" for key, value in sorted(runtime.recorded_settings(env).items())))
+        log.flush()
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env, text=True,
+            encoding="utf-8", errors="replace", cwd=envs.repo_root(),
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            event = parse(line)
+            if event is None:
+                log.write(line)
+                continue
+            if event.kind == "output":
+                outputs.append(Path(event.message))
+            if on_event:
+                on_event(event)
+        exit_code = process.wait()
+    outcome = StageOutcome(stage, audio, exit_code, time.perf_counter() - started, log_path, outputs)
+    if exit_code != ExitCode.OK:
+        outcome.exit_code, outcome.error = describe_failure(stage, exit_code, log_path)
+    return outcome
+
+
+def describe_failure(stage: str, exit_code: int, log_path: Path) -> tuple[int, str]:
+    """The stage's own one-line error if it printed one, else what killed it."""
+    if exit_code < 0:
+        name = signal.Signals(-exit_code).name if -exit_code in signal.Signals._value2member_map_ else str(-exit_code)
+        return ExitCode.STAGE_CRASHED, f"stage {stage} was killed by {name}; see {log_path}"
+    stated = last_error_line(log_path)
+    if stated and exit_code in ExitCode._value2member_map_:
+        return exit_code, stated
+    return ExitCode.STAGE_CRASHED, f"stage {stage} exited with code {exit_code}; see {log_path}"
+
+
+def last_error_line(log_path: Path) -> str:
+    try:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if ERROR_MARKER in line and line.startswith("stagewhisper "):
+            return line.split(ERROR_MARKER, 1)[1].strip()
+    return ""

@@ -1,0 +1,308 @@
+"""Output writers: a Transcript or Result rendered as json, txt, srt, vtt, tsv or aud.
+
+Same shapes and option names as WhisperX 3.3.x (`whisperx/utils.py`, itself openai-whisper's `utils.py`
+plus speakers): `[SPEAKER_00]: ` prefixes in txt and subtitles, `[[SPEAKER_00]]` in Audacity labels,
+"all" meaning json, txt, srt, vtt and tsv (aud only on request). Deliberate differences, all fixes:
+a subtitle cue never mixes speakers (a speaker change starts a new cue), cue times come from the
+cue's own words (WhisperX 3.3.1 used the segment's), words without times get interpolated ones,
+and lines hold no trailing spaces.
+"""
+
+from __future__ import annotations
+
+import bisect
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .contract import Document, Segment, Word
+from .io import write_document, write_text_atomic
+
+FORMATS = ("json", "txt", "srt", "vtt", "tsv", "aud")
+ALL_FORMATS = ("json", "txt", "srt", "vtt", "tsv")
+"""What "all" writes: WhisperX's default writers (its Audacity writer is optional, so is ours)."""
+
+LANGUAGES_WITHOUT_SPACES = frozenset({"ja", "zh"})
+"""Languages whose aligned words are joined without spaces (WhisperX's list)."""
+
+# whisper: with both max_line_width and max_line_count, a gap of more than this between word starts ends the cue.
+LONG_PAUSE_S = 3.0
+# whisper's width when none is given: in effect, no line splitting.
+UNLIMITED_WIDTH = 1000
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    """WhisperX's writer options (`--max_line_width`, `--max_line_count`, `--highlight_words`)."""
+
+    max_line_width: int | None = None
+    max_line_count: int | None = None
+    highlight_words: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_line_width", "max_line_count"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be a positive number of characters/lines, got {value}")
+        if self.max_line_count is not None and self.max_line_width is None:
+            warnings.warn("max_line_count has no effect without max_line_width", stacklevel=3)
+
+    @property
+    def preserve_segments(self) -> bool:
+        """whisper: cues follow segments unless both the width and the count are given."""
+        return self.max_line_count is None or self.max_line_width is None
+
+
+# ---------------------------------------------------------------- formats
+
+
+def expand_formats(requested: str | Iterable[str]) -> list[str]:
+    """Format names, "all" expanded, duplicates dropped, order kept; a string may be comma-separated."""
+    names = requested.split(",") if isinstance(requested, str) else list(requested)
+    formats: list[str] = []
+    for raw in names:
+        name = raw.strip().lower()
+        if name == "all":
+            expanded: Sequence[str] = ALL_FORMATS
+        elif name in FORMATS:
+            expanded = (name,)
+        else:
+            raise ValueError(f"unknown output format {raw.strip()!r}; choose from all, {', '.join(FORMATS)}")
+        formats.extend(fmt for fmt in expanded if fmt not in formats)
+    if not formats:
+        raise ValueError(f"no output format given; choose from all, {', '.join(FORMATS)}")
+    return formats
+
+
+def render(document: Document, fmt: str, options: WriterOptions | None = None) -> str:
+    """The whole file's text for one format (not "all")."""
+    renderer = _RENDERERS.get(fmt)
+    if renderer is None:
+        raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
+    return renderer(document, options or WriterOptions())
+
+
+def write_outputs(
+    document: Document,
+    output_dir: str | Path,
+    basename: str,
+    formats: str | Iterable[str],
+    options: WriterOptions | None = None,
+) -> list[Path]:
+    """Write `<output_dir>/<basename>.<ext>` for each format, each atomically; everything is rendered first."""
+    if not basename or "/" in basename or "\\" in basename or basename in (".", ".."):
+        raise ValueError(f"basename must be a plain file name, got {basename!r}")
+    output_dir = Path(output_dir)
+    options = options or WriterOptions()
+    selected = expand_formats(formats)
+    texts = {fmt: render(document, fmt, options) for fmt in selected if fmt != "json"}
+    paths: list[Path] = []
+    for fmt in selected:
+        path = output_dir / f"{basename}.{fmt}"
+        paths.append(write_document(path, document) if fmt == "json" else write_text_atomic(path, texts[fmt]))
+    return paths
+
+
+# ---------------------------------------------------------------- timestamps
+
+
+def format_timestamp(seconds: float, always_include_hours: bool = False, decimal_marker: str = ".") -> str:
+    """whisper's format_timestamp: `[hh:]mm:ss.mmm`, hours when asked for or non-zero."""
+    if seconds < 0:
+        raise ValueError(f"non-negative timestamp expected, got {seconds}")
+    hours, rest = divmod(round(seconds * 1000.0), 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole_seconds, milliseconds = divmod(rest, 1_000)
+    hours_marker = f"{hours:02d}:" if always_include_hours or hours > 0 else ""
+    return f"{hours_marker}{minutes:02d}:{whole_seconds:02d}{decimal_marker}{milliseconds:03d}"
+
+
+def _srt_timestamp(seconds: float) -> str:
+    return format_timestamp(seconds, always_include_hours=True, decimal_marker=",")
+
+
+def _vtt_timestamp(seconds: float) -> str:
+    return format_timestamp(seconds)
+
+
+# ---------------------------------------------------------------- segment-level formats
+
+
+def _speaker_prefix(speaker: str | None) -> str:
+    return f"[{speaker}]: " if speaker is not None else ""
+
+
+def _render_json(document: Document, options: WriterOptions) -> str:
+    # The same text `write_document` writes.
+    return document.model_dump_json(indent=2) + "\n"
+
+
+def _render_txt(document: Document, options: WriterOptions) -> str:
+    return "".join(f"{_speaker_prefix(s.speaker)}{s.text.strip()}\n" for s in document.segments)
+
+
+def _render_tsv(document: Document, options: WriterOptions) -> str:
+    rows = (f"{round(1000 * s.start)}\t{round(1000 * s.end)}\t{_one_line(s.text)}\n" for s in document.segments)
+    return "start\tend\ttext\n" + "".join(rows)
+
+
+def _render_aud(document: Document, options: WriterOptions) -> str:
+    def label(segment: Segment) -> str:
+        speaker = f"[[{segment.speaker}]]" if segment.speaker is not None else ""
+        return f"{segment.start}\t{segment.end}\t{speaker}{_one_line(segment.text)}\n"
+
+    return "".join(label(s) for s in document.segments)
+
+
+def _one_line(text: str) -> str:
+    return text.strip().replace("\t", " ")
+
+
+# ---------------------------------------------------------------- subtitles
+
+
+@dataclass(frozen=True)
+class _Token:
+    """One word ready for a cue: stripped text, resolved times and speaker."""
+
+    text: str
+    start: float
+    end: float
+    speaker: str | None
+    space_before: bool
+    opens_segment: bool
+
+
+_Line = list[_Token]
+_Cue = list[_Line]
+
+
+def _render_srt(document: Document, options: WriterOptions) -> str:
+    cues = _iterate_cues(document, options, _srt_timestamp)
+    return "".join(f"{index}\n{start} --> {end}\n{text}\n\n" for index, (start, end, text) in enumerate(cues, start=1))
+
+
+def _render_vtt(document: Document, options: WriterOptions) -> str:
+    cues = _iterate_cues(document, options, _vtt_timestamp)
+    return "WEBVTT\n\n" + "".join(f"{start} --> {end}\n{text}\n\n" for start, end, text in cues)
+
+
+def _iterate_cues(
+    document: Document, options: WriterOptions, timestamp: Callable[[float], str]
+) -> Iterator[tuple[str, str, str]]:
+    """(start, end, text) per cue: word-level when any segment has words, else one cue per segment."""
+    if not any(segment.words for segment in document.segments):
+        for segment in document.segments:
+            text = _speaker_prefix(segment.speaker) + segment.text.strip().replace("-->", "->")
+            yield timestamp(segment.start), timestamp(segment.end), text
+        return
+    tokens = [token for segment in document.segments for token in _tokens(segment, document.language)]
+    for cue in _group_cues(tokens, options):
+        yield from _cue_texts(cue, options.highlight_words, timestamp)
+
+
+def _tokens(segment: Segment, language: str) -> list[_Token]:
+    """The segment's words with times filled in; a segment without words is split on whitespace."""
+    words = segment.words or [Word(word=text) for text in segment.text.split()]
+    times = _fill_times(segment, [(word.start, word.end) for word in words])
+    # whisper's words carry their leading space; WhisperX's aligned words carry none and get joined with one.
+    whisper_style = any(word.word[:1].isspace() for word in words)
+    spaced_language = language not in LANGUAGES_WITHOUT_SPACES
+    kept = [(word, start, end) for word, (start, end) in zip(words, times) if word.word.strip()]
+    return [
+        _Token(
+            text=word.word.strip(),
+            start=start,
+            end=end,
+            speaker=word.speaker if word.speaker is not None else segment.speaker,
+            space_before=word.word[:1].isspace() if whisper_style else spaced_language,
+            opens_segment=index == 0,
+        )
+        for index, (word, start, end) in enumerate(kept)
+    ]
+
+
+def _fill_times(segment: Segment, times: list[tuple[float | None, float | None]]) -> list[tuple[float, float]]:
+    """Missing word times: the segment's bounds at its two ends, linear interpolation in between."""
+    points = [value for pair in times for value in pair]
+    if not points:
+        return []
+    points[0] = segment.start if points[0] is None else points[0]
+    points[-1] = segment.end if points[-1] is None else points[-1]
+    known = [i for i, value in enumerate(points) if value is not None]
+    filled: list[float] = []
+    for i, value in enumerate(points):
+        if value is None:
+            after = bisect.bisect(known, i)
+            low_at, high_at = known[after - 1], known[after]
+            low, high = filled[low_at], points[high_at]
+            assert high is not None
+            value = max(low + (high - low) * (i - low_at) / (high_at - low_at), filled[-1])
+        filled.append(value)
+    return [(filled[i], max(filled[i], filled[i + 1])) for i in range(0, len(filled), 2)]
+
+
+def _group_cues(tokens: list[_Token], options: WriterOptions) -> Iterator[_Cue]:
+    """whisper's iterate_subtitles line and cue breaking, plus a cue break at every speaker change."""
+    width = options.max_line_width or UNLIMITED_WIDTH
+    count = options.max_line_count if options.max_line_width is not None else None
+    preserve = options.preserve_segments
+    cue: _Cue = []
+    last_start = tokens[0].start if tokens else 0.0
+    for token in tokens:
+        long_pause = not preserve and token.start - last_start > LONG_PAUSE_S
+        last_start = token.start
+        if not cue:
+            cue = [[token]]
+        elif token.speaker != cue[0][0].speaker or (preserve and token.opens_segment):
+            yield cue
+            cue = [[token]]
+        elif not long_pause and _line_width([*cue[-1], token]) <= width:
+            cue[-1].append(token)
+        elif count is not None and (long_pause or len(cue) >= count):
+            yield cue
+            cue = [[token]]
+        else:
+            cue.append([token])
+    if cue:
+        yield cue
+
+
+def _line_width(line: _Line) -> int:
+    return len(_join(line, lambda token: token.text))
+
+
+def _join(line: _Line, show: Callable[[_Token], str]) -> str:
+    return "".join((" " if token.space_before and i > 0 else "") + show(token) for i, token in enumerate(line))
+
+
+def _cue_text(cue: _Cue, show: Callable[[_Token], str] = lambda token: token.text) -> str:
+    text = "\n".join(_join(line, show) for line in cue).replace("-->", "->")
+    return _speaker_prefix(cue[0][0].speaker) + text
+
+
+def _cue_texts(cue: _Cue, highlight_words: bool, timestamp: Callable[[float], str]) -> Iterator[tuple[str, str, str]]:
+    """One cue, or with highlight_words one cue per word (<u>underlined</u>) and plain cues over the gaps."""
+    tokens = [token for line in cue for token in line]
+    start = timestamp(tokens[0].start)
+    if not highlight_words:
+        yield start, timestamp(max(tokens[-1].end, tokens[0].start)), _cue_text(cue)
+        return
+    last = start
+    for current in tokens:
+        word_start, word_end = timestamp(current.start), timestamp(current.end)
+        if last != word_start:
+            yield last, word_start, _cue_text(cue)
+        yield word_start, word_end, _cue_text(cue, lambda t: f"<u>{t.text}</u>" if t is current else t.text)
+        last = word_end
+
+
+_RENDERERS: dict[str, Callable[[Document, WriterOptions], str]] = {
+    "json": _render_json,
+    "txt": _render_txt,
+    "srt": _render_srt,
+    "vtt": _render_vtt,
+    "tsv": _render_tsv,
+    "aud": _render_aud,
+}

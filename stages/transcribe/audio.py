@@ -1,0 +1,94 @@
+"""Decoding any audio/video file PyAV (FFmpeg's libraries) can read into 16 kHz mono float32."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.contract import AudioInfo
+from shared.errors import ExitCode, StageError
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    samples: np.ndarray  # float32, mono, SAMPLE_RATE
+    info: AudioInfo
+
+
+def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_readable(path: Path) -> None:
+    """Fail early, with the reason, on what cannot be audio at all."""
+    if not path.exists():
+        raise StageError(ExitCode.BAD_AUDIO, f"{path}: file not found; check the path")
+    if not path.is_file():
+        raise StageError(ExitCode.BAD_AUDIO, f"{path}: not a regular file; pass an audio or video file")
+    if path.stat().st_size == 0:
+        raise StageError(ExitCode.BAD_AUDIO, f"{path}: file is empty; pass a recording with audio in it")
+
+
+def decode_audio(path: str | Path) -> DecodedAudio:
+    """Decode, downmix and resample with PyAV; the hash is of the file's bytes, as given."""
+    import av  # deferred: only this stage's env has it
+
+    path = Path(path)
+    check_readable(path)
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise StageError(ExitCode.BAD_AUDIO, f"{path}: has no audio stream; pass a file with sound")
+            stream = container.streams.audio[0]
+            source_rate, source_channels = stream.codec_context.sample_rate, stream.codec_context.channels
+            samples = _resample_stream(container, stream)
+    except StageError:
+        raise
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
+        raise StageError(
+            ExitCode.BAD_AUDIO, f"{path}: cannot decode audio ({_reason(error)}); is it a complete audio/video file?"
+        ) from None
+    if samples.size == 0:
+        raise StageError(ExitCode.BAD_AUDIO, f"{path}: decoded to no audio samples; is the file truncated?")
+    info = AudioInfo(
+        path=str(path),
+        sha256=file_sha256(path),
+        duration=round(samples.size / SAMPLE_RATE, 3),
+        sample_rate=source_rate or SAMPLE_RATE,
+        channels=source_channels or None,
+    )
+    return DecodedAudio(samples=samples, info=info)
+
+
+def _resample_stream(container, stream) -> np.ndarray:  # type: ignore[no-untyped-def]
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    chunks: list[np.ndarray] = []
+
+    def collect(frames) -> None:  # type: ignore[no-untyped-def]
+        for frame in frames:
+            chunks.append(frame.to_ndarray().reshape(-1))
+
+    for frame in container.decode(stream):
+        collect(resampler.resample(frame))
+    collect(resampler.resample(None))  # flush the resampler's buffered tail
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def _reason(error: Exception) -> str:
+    if getattr(error, "strerror", None):  # FFmpeg's own words, without errno and path
+        return str(error.strerror)
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

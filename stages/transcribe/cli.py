@@ -1,0 +1,102 @@
+"""`python -m stages.transcribe AUDIO`: one audio file in, one validated transcript JSON out."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from shared.errors import ExitCode, StageError
+from shared.flags import THREADS_FLAG, TRANSCRIBE_FLAGS, WRITER_FLAGS, add_flags
+from shared.io import write_document
+from shared.progress import ProgressEvent, emit
+
+STAGE = "transcribe"
+TRANSCRIPT_SUFFIX = ".transcript.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m stages.transcribe", description=__doc__)
+    parser.add_argument("audio", help="audio or video file (anything FFmpeg decodes)")
+    parser.add_argument("--output", help=f"transcript JSON path (default: OUTPUT_DIR/<name>{TRANSCRIPT_SUFFIX})")
+    parser.add_argument("--output_dir", "-o", default=".", help="folder for the outputs")
+    parser.add_argument("--output_name", default=None, help="base name of the outputs (default: the audio's name without extension)")
+    add_flags(parser, TRANSCRIBE_FLAGS + WRITER_FLAGS + (THREADS_FLAG,))
+    parser.set_defaults(output_format="json")
+    return parser
+
+
+def temperatures(start: float, increment: float | None) -> tuple[float, ...]:
+    if not increment:
+        return (start,)
+    steps = int(round((1.0 - start) / increment)) + 1
+    return tuple(round(start + i * increment, 4) for i in range(steps) if start + i * increment <= 1.0 + 1e-6)
+
+
+def apply_threads(threads: int) -> None:
+    """Must run before MLX/BLAS load: they read these once."""
+    if threads > 0:
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "STAGEWHISPER_THREADS"):
+            os.environ[name] = str(threads)
+
+
+def run(args: argparse.Namespace) -> Path:
+    from shared.writers import WriterOptions, expand_formats, write_outputs
+
+    from .audio import decode_audio
+    from .pipeline import TranscribeOptions, transcribe
+
+    formats = expand_formats(args.output_format)  # fail on a bad format before any work
+    audio = decode_audio(args.audio)
+    options = TranscribeOptions(
+        model=args.model,
+        download_root=args.model_dir,
+        language=args.language,
+        task=args.task,
+        temperature=temperatures(args.temperature, args.temperature_increment_on_fallback),
+        initial_prompt=args.initial_prompt,
+        word_timestamps=args.word_timestamps,
+        condition_on_previous_text=args.condition_on_previous_text,
+        compression_ratio_threshold=args.compression_ratio_threshold,
+        logprob_threshold=args.logprob_threshold,
+        no_speech_threshold=args.no_speech_threshold,
+        hallucination_silence_threshold=args.hallucination_silence_threshold,
+        compute_type=None if args.compute_type == "default" else args.compute_type,
+    )
+
+    def report(done: float, total: float) -> None:
+        emit(ProgressEvent(stage=STAGE, file=args.audio, done=done, total=total))
+
+    transcript = transcribe(audio, options, on_progress=report)
+    output_dir = Path(args.output_dir)
+    stem = args.output_name or Path(args.audio).stem
+    json_path = Path(args.output) if args.output else output_dir / f"{stem}{TRANSCRIPT_SUFFIX}"
+    subtitles = [name for name in formats if name != "json"]  # the transcript JSON is the json output
+    written = []
+    if subtitles:
+        writer_options = WriterOptions(args.max_line_width, args.max_line_count, args.highlight_words)
+        written = write_outputs(transcript, output_dir, stem, subtitles, writer_options)
+    write_document(json_path, transcript)  # last: its presence means the stage finished
+    for path in [json_path, *written]:
+        emit(ProgressEvent(stage=STAGE, file=args.audio, done=audio.info.duration, total=audio.info.duration, kind="output", message=str(path)))
+    return json_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    apply_threads(args.threads)
+    try:
+        run(args)
+    except StageError as error:
+        print(f"stagewhisper {STAGE}: error: {error.message}", file=sys.stderr)
+        return int(error.exit_code)
+    except ValueError as error:  # e.g. an unknown --output_format
+        print(f"stagewhisper {STAGE}: error: {error}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    except Exception:  # noqa: BLE001 - anything else is a bug: full traceback for the log
+        traceback.print_exc()
+        print(f"stagewhisper {STAGE}: error: unexpected failure on {args.audio} (traceback above)", file=sys.stderr)
+        return int(ExitCode.FAILED)
+    return int(ExitCode.OK)

@@ -1,0 +1,190 @@
+"""Stage 1: audio in, validated `Transcript` out, decoded by mlx_whisper."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from shared.contract import DecodingOptions, LanguageInfo, Segment, Transcript, Word
+from shared.provenance import build_provenance, utc_now
+
+from .audio import SAMPLE_RATE, DecodedAudio
+from .models import DEFAULT_MODEL, load_model, model_info, resolve_model
+
+PROVENANCE_PACKAGES = ["numpy", "mlx", "mlx-metal", "mlx-cpu", "mlx-cuda-13", "mlx-whisper", "huggingface-hub", "av", "pydantic"]
+
+# (seconds done, seconds total)
+ProgressHook = Callable[[float, float], None]
+
+
+@dataclass
+class TranscribeOptions:
+    model: str = DEFAULT_MODEL
+    download_root: str | None = None
+    language: str | None = None
+    task: str = "transcribe"
+    temperature: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    initial_prompt: str | None = None
+    word_timestamps: bool = False
+    condition_on_previous_text: bool = True
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    hallucination_silence_threshold: float | None = None
+    prepend_punctuations: str = "\"'“¿([{-"
+    append_punctuations: str = "\"'.。,，!！?？:：”)]}、"
+    compute_type: str | None = None  # None: float16 on a GPU, float32 on CPU
+    settings: dict[str, str] = field(default_factory=dict)  # extra provenance (e.g. --threads)
+
+
+def default_compute_type() -> str:
+    import mlx.core as mx
+
+    return "float16" if mx.default_device() == mx.gpu else "float32"
+
+
+def transcribe(audio: DecodedAudio, options: TranscribeOptions, on_progress: ProgressHook | None = None) -> Transcript:
+    import mlx.core as mx
+
+    started_at, clock = utc_now(), time.perf_counter()
+    compute_type = options.compute_type or default_compute_type()
+    resolved = resolve_model(options.model, compute_type, options.download_root)
+    model = load_model(resolved, compute_type)
+    language_info = _language(model, audio, options)
+    decoding = _decoding_options(options, language_info.code, compute_type)
+    raw = _run_mlx_whisper(model, str(resolved.folder), audio, decoding, on_progress)
+    spoken = [item for item in raw["segments"] if item["text"].strip()]  # whisper emits empty, timestamp-only segments
+    segments = [_segment(index, item) for index, item in enumerate(spoken)]
+    return Transcript(
+        audio=audio.info,
+        language=language_info.code,
+        language_info=language_info,
+        task=decoding.task,
+        text="".join(segment.text for segment in segments).strip(),
+        segments=segments,
+        model=model_info(resolved, compute_type),
+        decoding=decoding,
+        provenance=build_provenance(
+            "transcribe", PROVENANCE_PACKAGES, started_at, time.perf_counter() - clock,
+            device=str(mx.default_device()), extra_env=options.settings,
+        ),
+    )
+
+
+def _language(model: Any, audio: DecodedAudio, options: TranscribeOptions) -> LanguageInfo:
+    """The user's language, English for .en models, else detected on the first 30 s with its probability."""
+    if options.language:
+        return LanguageInfo(code=options.language, probability=None, source="user")
+    if not model.is_multilingual:
+        return LanguageInfo(code="en", probability=None, source="model")
+    import mlx.core as mx
+    from mlx_whisper.audio import N_FRAMES, log_mel_spectrogram, pad_or_trim
+
+    mel = log_mel_spectrogram(audio.samples[: 30 * SAMPLE_RATE], n_mels=model.dims.n_mels)
+    mel = pad_or_trim(mel, N_FRAMES, axis=-2).astype(model.parameters()["decoder"]["token_embedding"]["weight"].dtype)
+    _, probabilities = model.detect_language(mel)
+    code = max(probabilities, key=probabilities.get)
+    return LanguageInfo(code=code, probability=round(float(probabilities[code]), 4), source="detected")
+
+
+def _decoding_options(options: TranscribeOptions, language: str, compute_type: str) -> DecodingOptions:
+    return DecodingOptions(
+        task=options.task,  # type: ignore[arg-type]
+        language=language,
+        temperature=list(options.temperature),
+        initial_prompt=options.initial_prompt,
+        word_timestamps=options.word_timestamps,
+        condition_on_previous_text=options.condition_on_previous_text,
+        compression_ratio_threshold=options.compression_ratio_threshold,
+        logprob_threshold=options.logprob_threshold,
+        no_speech_threshold=options.no_speech_threshold,
+        compute_type=compute_type,  # type: ignore[arg-type]
+        prepend_punctuations=options.prepend_punctuations,
+        append_punctuations=options.append_punctuations,
+        hallucination_silence_threshold=options.hallucination_silence_threshold,
+    )
+
+
+def _run_mlx_whisper(model: Any, model_key: str, audio: DecodedAudio, decoding: DecodingOptions, on_progress: ProgressHook | None) -> dict:
+    import mlx_whisper
+
+    holder = importlib.import_module("mlx_whisper.transcribe").ModelHolder
+    holder.model, holder.model_path = model, model_key  # hand mlx_whisper the model we loaded and cast
+    with _progress_reporting(on_progress):
+        return mlx_whisper.transcribe(
+            audio.samples,
+            path_or_hf_repo=model_key,
+            verbose=False,  # False = mlx_whisper drives its progress bar, which we redirect
+            fp16=decoding.compute_type == "float16",
+            language=decoding.language,
+            task=decoding.task,
+            temperature=tuple(decoding.temperature),
+            initial_prompt=decoding.initial_prompt,
+            word_timestamps=decoding.word_timestamps,
+            condition_on_previous_text=decoding.condition_on_previous_text,
+            compression_ratio_threshold=decoding.compression_ratio_threshold,
+            logprob_threshold=decoding.logprob_threshold,
+            no_speech_threshold=decoding.no_speech_threshold,
+            prepend_punctuations=decoding.prepend_punctuations,
+            append_punctuations=decoding.append_punctuations,
+            hallucination_silence_threshold=decoding.hallucination_silence_threshold,
+        )
+
+
+class _ProgressBar:
+    """Stands in for the tqdm bar mlx_whisper opens (total in mel frames, 100 per second)."""
+
+    def __init__(self, hook: ProgressHook | None, total: int = 0, **_: Any) -> None:
+        self.hook, self.total, self.done = hook, total, 0
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def update(self, frames: int) -> None:
+        self.done += frames
+        if self.hook:
+            self.hook(self.done / 100.0, self.total / 100.0)
+
+
+@contextlib.contextmanager
+def _progress_reporting(hook: ProgressHook | None) -> Iterator[None]:
+    module = importlib.import_module("mlx_whisper.transcribe")
+    original = module.tqdm
+    module.tqdm = SimpleNamespace(tqdm=lambda *args, **kwargs: _ProgressBar(hook, **kwargs))
+    try:
+        yield
+    finally:
+        module.tqdm = original
+
+
+def _segment(index: int, raw: dict) -> Segment:
+    words = None
+    if "words" in raw:
+        words = [
+            Word(word=w["word"], start=round(w["start"], 3), end=round(w["end"], 3), probability=_clamp(w.get("probability")))
+            for w in raw["words"]
+        ]
+    return Segment(
+        id=index,
+        start=round(raw["start"], 3),
+        end=round(raw["end"], 3),
+        text=raw["text"],
+        avg_logprob=raw.get("avg_logprob"),
+        no_speech_prob=_clamp(raw.get("no_speech_prob")),
+        compression_ratio=raw.get("compression_ratio"),
+        temperature=raw.get("temperature"),
+        tokens=[int(token) for token in raw.get("tokens", [])],
+        words=words,
+    )
+
+
+def _clamp(probability: float | None) -> float | None:
+    return None if probability is None else min(1.0, max(0.0, float(probability)))
