@@ -149,8 +149,8 @@ def uv_command() -> list[str]:
         return [sys.executable, "-m", "uv"]
     raise StageError(
         ExitCode.ENV_BROKEN,
-        "uv is not installed: install it (`pip install uv` or https://docs.astral.sh/uv/getting-started/installation/), "
-        "then run `stagewhisper setup`",
+        "uv is not installed: install it (`pip install uv`, "
+        "or see https://docs.astral.sh/uv/getting-started/installation/), then run `stagewhisper setup`",
     )
 
 
@@ -357,7 +357,9 @@ def _report(summary: EnvSummary, quiet: bool) -> None:
 
     state = "up to date" if summary.reused else "synced and checked"
     numpy = summary.versions.get("numpy", "?")
-    Console(stderr=True).print(f"[green]✓[/] {summary.stage}: {state} (python {summary.versions.get('python', '?')}, numpy {numpy})")
+    Console(stderr=True).print(
+        f"[green]✓[/] {summary.stage}: {state} (python {summary.versions.get('python', '?')}, numpy {numpy})"
+    )
 
 
 def setup_all(quiet: bool = False, force: bool = False) -> dict[str, EnvSummary]:

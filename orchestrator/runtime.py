@@ -65,7 +65,7 @@ def _sysctl_int(name: str) -> int | None:
     return value if value > 0 else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def performance_cores(system: str | None = None) -> int:
     """Cores worth one thread each: P-cores on Apple silicon (E-cores slow the slowest thread down),
     the CPUs this process may run on under Linux (respects taskset/cgroup cpusets)."""
@@ -122,7 +122,8 @@ def _choose_blas(
         if wanted == "openblas":
             raise StageError(
                 ExitCode.ENV_BROKEN,
-                f"{BLAS_ENV}=openblas but no OpenBLAS libblas.so.3 was found: `sudo apt-get install libopenblas0-pthread`",
+                f"{BLAS_ENV}=openblas but no OpenBLAS libblas.so.3 was found: "
+                "`sudo apt-get install libopenblas0-pthread`",
             )
         return REFERENCE_BLAS, None
     path = Path(wanted).expanduser()

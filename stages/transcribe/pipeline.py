@@ -71,7 +71,7 @@ def transcribe(audio: DecodedAudio, options: TranscribeOptions, on_progress: Pro
         decoding=decoding,
         provenance=build_provenance(
             "transcribe", PROVENANCE_PACKAGES, started_at, time.perf_counter() - clock,
-            device=str(mx.default_device()), extra_env=options.settings,
+            device=mx.default_device().type.name, extra_env=options.settings,
         ),
     )
 
