@@ -72,7 +72,7 @@ def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = 
         stage_argv += ["--output_format", args.output_format]
     outcomes = []
     with _progress() as progress:
-        for audio, name in zip(args.audio, output_names(args.audio)):
+        for audio, name in zip(args.audio, output_names(args.audio), strict=True):
             task = progress.add_task(f"transcribe {Path(audio).name}", total=None)
 
             def show(event: ProgressEvent, task: int = task) -> None:
@@ -93,8 +93,13 @@ def _task_label(outcome: StageOutcome) -> str:
 
 def _progress() -> Progress:
     return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
 
 
@@ -133,8 +138,20 @@ def command_demo(args: argparse.Namespace) -> int:
     envs.setup_all(quiet=False)
     sample = assets.sample_audio()
     demo_args = build_parser().parse_args(
-        ["run", str(sample), "--model", BUNDLED_MODEL, "--language", "en", "--word_timestamps", "True",
-         "--output_dir", args.output_dir, "--threads", str(args.threads)]
+        [
+            "run",
+            str(sample),
+            "--model",
+            BUNDLED_MODEL,
+            "--language",
+            "en",
+            "--word_timestamps",
+            "True",
+            "--output_dir",
+            args.output_dir,
+            "--threads",
+            str(args.threads),
+        ]
     )
     outcomes = transcribe_all(demo_args, extra_env={"HF_HUB_OFFLINE": "1"})  # bundled models only
     code = report(outcomes)

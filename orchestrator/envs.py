@@ -205,8 +205,7 @@ def sync_env(stage: str, progress: Progress | None = None) -> Path:
     if code != 0:
         raise StageError(
             ExitCode.ENV_BROKEN,
-            f"uv sync of the '{stage}' environment failed (exit {code}: {last[:160]}): see {log}, "
-            f"then {SETUP_HINT} again",
+            f"uv sync of the '{stage}' environment failed (exit {code}: {last[:160]}): see {log}, then {SETUP_HINT} again",
         )
     return log
 
@@ -357,9 +356,7 @@ def _report(summary: EnvSummary, quiet: bool) -> None:
 
     state = "up to date" if summary.reused else "synced and checked"
     numpy = summary.versions.get("numpy", "?")
-    Console(stderr=True).print(
-        f"[green]✓[/] {summary.stage}: {state} (python {summary.versions.get('python', '?')}, numpy {numpy})"
-    )
+    Console(stderr=True).print(f"[green]✓[/] {summary.stage}: {state} (python {summary.versions.get('python', '?')}, numpy {numpy})")
 
 
 def setup_all(quiet: bool = False, force: bool = False) -> dict[str, EnvSummary]:

@@ -104,9 +104,7 @@ def find_openblas(candidates: Iterable[Path] | None = None) -> Path | None:
     return None
 
 
-def _choose_blas(
-    stage: str, base: Mapping[str, str], system: str, candidates: Sequence[Path] | None
-) -> tuple[str, Path | None]:
+def _choose_blas(stage: str, base: Mapping[str, str], system: str, candidates: Sequence[Path] | None) -> tuple[str, Path | None]:
     """(choice to record, library to preload). Only MLX on Linux needs help: torch bundles its own BLAS."""
     if stage != "transcribe":
         return "torch-bundled", None
@@ -122,15 +120,12 @@ def _choose_blas(
         if wanted == "openblas":
             raise StageError(
                 ExitCode.ENV_BROKEN,
-                f"{BLAS_ENV}=openblas but no OpenBLAS libblas.so.3 was found: "
-                "`sudo apt-get install libopenblas0-pthread`",
+                f"{BLAS_ENV}=openblas but no OpenBLAS libblas.so.3 was found: `sudo apt-get install libopenblas0-pthread`",
             )
         return REFERENCE_BLAS, None
     path = Path(wanted).expanduser()
     if not path.is_file():
-        raise StageError(
-            ExitCode.USAGE, f"{BLAS_ENV}={wanted!r} is neither auto|openblas|reference nor an existing library file"
-        )
+        raise StageError(ExitCode.USAGE, f"{BLAS_ENV}={wanted!r} is neither auto|openblas|reference nor an existing library file")
     return f"custom:{path}", path
 
 
@@ -171,11 +166,7 @@ def recorded_settings(env: Mapping[str, str]) -> dict[str, str]:
     """The settings worth writing into provenance: ours plus a few inherited ones; never a secret."""
     keys = [*THREAD_VARS, *FIXED_SETTINGS, *_RECORDED_INHERITED]
     keys += sorted(k for k in env if k.startswith("STAGEWHISPER_") and k not in keys)
-    return {
-        key: env[key]
-        for key in keys
-        if key in env and not _SECRET_NAME.search(key) and not _SECRET_VALUE.search(env[key])
-    }
+    return {key: env[key] for key in keys if key in env and not _SECRET_NAME.search(key) and not _SECRET_VALUE.search(env[key])}
 
 
 def blas_hint(

@@ -72,8 +72,15 @@ def run_stage(
         log.write("".join(f"# {key}={value}\n" for key, value in sorted(runtime.recorded_settings(env).items())))
         log.flush()
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env, text=True,
-            encoding="utf-8", errors="replace", cwd=envs.repo_root(),
+            command,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            cwd=envs.repo_root(),
         )
         assert process.stdout is not None
         for line in process.stdout:

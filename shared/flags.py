@@ -31,7 +31,9 @@ def output_formats(value: str) -> str:
     names = [name.strip() for name in value.split(",") if name.strip()]
     unknown = [name for name in names if name not in (*OUTPUT_FORMATS, "all")]
     if not names or unknown:
-        raise argparse.ArgumentTypeError(f"unknown output format {', '.join(unknown) or value!r}; choose from {', '.join(OUTPUT_FORMATS)} or all")
+        raise argparse.ArgumentTypeError(
+            f"unknown output format {', '.join(unknown) or value!r}; choose from {', '.join(OUTPUT_FORMATS)} or all"
+        )
     return ",".join(names)
 
 
@@ -46,14 +48,20 @@ class Flag:
 
 
 WRITER_FLAGS = (
-    Flag("--output_format", {"type": output_formats, "default": "all", "help": "json, txt, srt, vtt, tsv, aud or all; comma-separated for several"}),
+    Flag(
+        "--output_format",
+        {"type": output_formats, "default": "all", "help": "json, txt, srt, vtt, tsv, aud or all; comma-separated for several"},
+    ),
     Flag("--max_line_width", {"type": int, "default": None, "help": "subtitle line width in characters (needs word timestamps)"}),
     Flag("--max_line_count", {"type": int, "default": None, "help": "lines per subtitle cue (needs --max_line_width)"}),
     Flag("--highlight_words", {"type": str2bool, "default": False, "help": "underline each word as it is spoken in srt/vtt"}),
 )
 
 TRANSCRIBE_FLAGS = (
-    Flag("--model", {"default": DEFAULT_MODEL, "help": f"HF repo id, MLX folder, CTranslate2 (faster-whisper) folder, or {BUNDLED_MODEL} (offline)"}),
+    Flag(
+        "--model",
+        {"default": DEFAULT_MODEL, "help": f"HF repo id, MLX folder, CTranslate2 (faster-whisper) folder, or {BUNDLED_MODEL} (offline)"},
+    ),
     Flag("--model_dir", {"default": None, "help": "Hugging Face cache folder to use instead of HF_HOME's"}),
     Flag("--language", {"default": None, "help": "language code (e.g. en); detected when omitted"}),
     Flag("--task", {"default": "transcribe", "choices": ["transcribe", "translate"]}),
@@ -66,7 +74,10 @@ TRANSCRIBE_FLAGS = (
     Flag("--logprob_threshold", {"type": optional_float, "default": -1.0}),
     Flag("--no_speech_threshold", {"type": optional_float, "default": 0.6}),
     Flag("--hallucination_silence_threshold", {"type": optional_float, "default": None}),
-    Flag("--compute_type", {"default": "default", "choices": ["default", "float16", "float32"], "help": "default: float16 on Metal/CUDA, float32 on CPU"}),
+    Flag(
+        "--compute_type",
+        {"default": "default", "choices": ["default", "float16", "float32"], "help": "default: float16 on Metal/CUDA, float32 on CPU"},
+    ),
 )
 
 THREADS_FLAG = Flag("--threads", {"type": int, "default": 0, "help": "CPU threads (0: the machine's performance cores)"})

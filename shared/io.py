@@ -80,7 +80,9 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
         os.replace(temp_name, path)
     except OSError as error:
         _remove_quietly(temp_name)
-        raise StageError(ExitCode.OUTPUT_UNWRITABLE, f"{path}: cannot write ({error.strerror}); free space or choose another --output_dir") from None
+        raise StageError(
+            ExitCode.OUTPUT_UNWRITABLE, f"{path}: cannot write ({error.strerror}); free space or choose another --output_dir"
+        ) from None
     except BaseException:
         _remove_quietly(temp_name)
         raise

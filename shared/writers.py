@@ -188,9 +188,7 @@ def _render_vtt(document: Document, options: WriterOptions) -> str:
     return "WEBVTT\n\n" + "".join(f"{start} --> {end}\n{text}\n\n" for start, end, text in cues)
 
 
-def _iterate_cues(
-    document: Document, options: WriterOptions, timestamp: Callable[[float], str]
-) -> Iterator[tuple[str, str, str]]:
+def _iterate_cues(document: Document, options: WriterOptions, timestamp: Callable[[float], str]) -> Iterator[tuple[str, str, str]]:
     """(start, end, text) per cue: word-level when any segment has words, else one cue per segment."""
     if not any(segment.words for segment in document.segments):
         for segment in document.segments:
@@ -209,7 +207,7 @@ def _tokens(segment: Segment, language: str) -> list[_Token]:
     # whisper's words carry their leading space; WhisperX's aligned words carry none and get joined with one.
     whisper_style = any(word.word[:1].isspace() for word in words)
     spaced_language = language not in LANGUAGES_WITHOUT_SPACES
-    kept = [(word, start, end) for word, (start, end) in zip(words, times) if word.word.strip()]
+    kept = [(word, start, end) for word, (start, end) in zip(words, times, strict=False) if word.word.strip()]
     return [
         _Token(
             text=word.word.strip(),
@@ -294,7 +292,7 @@ def _cue_texts(cue: _Cue, highlight_words: bool, timestamp: Callable[[float], st
         word_start, word_end = timestamp(current.start), timestamp(current.end)
         if last != word_start:
             yield last, word_start, _cue_text(cue)
-        yield word_start, word_end, _cue_text(cue, lambda t: f"<u>{t.text}</u>" if t is current else t.text)
+        yield word_start, word_end, _cue_text(cue, lambda t, current=current: f"<u>{t.text}</u>" if t is current else t.text)
         last = word_end
 
 

@@ -230,9 +230,7 @@ def test_stage_environment_sets_threads_and_preloads_openblas(tmp_path: Path) ->
     openblas.write_bytes(b"")
     base = {"LD_PRELOAD": "/opt/libjemalloc.so", "PYTHONPATH": "/elsewhere", "PATH": "/usr/bin"}
 
-    env = runtime.stage_environment(
-        "transcribe", threads=3, base=base, system="Linux", blas_candidates=[missing, openblas]
-    )
+    env = runtime.stage_environment("transcribe", threads=3, base=base, system="Linux", blas_candidates=[missing, openblas])
 
     for key in runtime.THREAD_VARS:
         assert env[key] == "3"
@@ -268,9 +266,7 @@ def test_blas_choice_overrides_and_other_platforms(tmp_path: Path) -> None:
     assert "LD_PRELOAD" not in env("align_diarize", "Linux"), "torch brings its own BLAS"
     assert runtime.blas_hint({}, system="Darwin", candidates=[]) is None
     with pytest.raises(StageError) as err:
-        runtime.stage_environment(
-            "transcribe", base={"STAGEWHISPER_BLAS": "openblas"}, system="Linux", blas_candidates=[]
-        )
+        runtime.stage_environment("transcribe", base={"STAGEWHISPER_BLAS": "openblas"}, system="Linux", blas_candidates=[])
     assert err.value.exit_code == ExitCode.ENV_BROKEN
     with pytest.raises(StageError) as err:
         runtime.stage_environment("transcribe", threads=0, base={})

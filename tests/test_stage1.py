@@ -16,7 +16,6 @@ from pathlib import Path
 import jiwer
 import pytest
 
-from orchestrator import cli
 from shared import ExitCode, Transcript, load_document
 
 pytestmark = pytest.mark.slow
@@ -52,9 +51,22 @@ def batch(tmp_path_factory: pytest.TempPathFactory, sample_wav: Path) -> BatchRu
     shutil.copy(sample_wav, inputs["sample"])
     output_dir = work / "out"
     result = subprocess.run(
-        ["stagewhisper", "transcribe", *map(str, inputs.values()), "--model", "bundled-tiny.en",
-         "--word_timestamps", "True", "--output_dir", str(output_dir), "--output_format", "all"],
-        capture_output=True, text=True, env=_offline_env(),
+        [
+            "stagewhisper",
+            "transcribe",
+            *map(str, inputs.values()),
+            "--model",
+            "bundled-tiny.en",
+            "--word_timestamps",
+            "True",
+            "--output_dir",
+            str(output_dir),
+            "--output_format",
+            "all",
+        ],
+        capture_output=True,
+        text=True,
+        env=_offline_env(),
     )
     return BatchRun(result.returncode, output_dir, inputs, result.stderr)
 
@@ -130,16 +142,21 @@ def test_all_formats_written(batch: BatchRun) -> None:
 def test_stages_run_with_different_numpy_majors(batch: BatchRun, stage_envs: dict[str, Path]) -> None:
     """Stage 1's provenance says numpy 2; a provenance record made inside stage 2's env says numpy 1."""
     assert _transcript(batch).provenance.packages["numpy"].startswith("2.")
-    script = "from shared.provenance import build_provenance, utc_now; print(build_provenance('align_diarize', ['numpy'], utc_now(), 0.0, 'cpu').model_dump_json())"
-    stage2 = json.loads(subprocess.run([str(stage_envs["align_diarize"]), "-c", script], capture_output=True, text=True, check=True).stdout)
+    script = (
+        "from shared.provenance import build_provenance, utc_now; "
+        "print(build_provenance('align_diarize', ['numpy'], utc_now(), 0.0, 'cpu').model_dump_json())"
+    )
+    stage2_python = str(stage_envs["align_diarize"])
+    stage2 = json.loads(subprocess.run([stage2_python, "-c", script], capture_output=True, text=True, check=True).stdout)
     assert stage2["packages"]["numpy"].startswith("1.")
 
 
 def test_offline_uncached_model_is_a_clear_error(tmp_path: Path, sample_wav: Path) -> None:
     result = subprocess.run(
-        ["stagewhisper", "transcribe", str(sample_wav), "--model", "mlx-community/whisper-not-cached",
-         "--output_dir", str(tmp_path)],
-        capture_output=True, text=True, env={**_offline_env(), "HF_HOME": str(tmp_path / "hf")},
+        ["stagewhisper", "transcribe", str(sample_wav), "--model", "mlx-community/whisper-not-cached", "--output_dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**_offline_env(), "HF_HOME": str(tmp_path / "hf")},
     )
     assert result.returncode == ExitCode.MODEL_UNAVAILABLE, result.stderr
     assert "not in the Hugging Face cache" in result.stderr and "bundled-tiny.en" in result.stderr

@@ -116,7 +116,13 @@ def dialogue() -> Result:
                 0.0,
                 2.5,
                 " Hello there. How are you?",
-                [word("Hello", 0.0, 0.4, a), word("there.", 0.5, 0.9, a), word("How", 1.2, 1.4, a), word("are", 1.5, 1.7, a), word("you?", 1.8, 2.4, a)],
+                [
+                    word("Hello", 0.0, 0.4, a),
+                    word("there.", 0.5, 0.9, a),
+                    word("How", 1.2, 1.4, a),
+                    word("are", 1.5, 1.7, a),
+                    word("you?", 1.8, 2.4, a),
+                ],
                 speaker=a,
             ),
             segment(1, 3.0, 4.0, " Fine, thanks.", [word("Fine,", 3.0, 3.4, b), word("thanks.", 3.5, 4.0, b)], speaker=b),
@@ -218,9 +224,7 @@ def test_segment_cues_without_words(dialogue: Result) -> None:
         "2\n00:00:03,000 --> 00:00:04,000\n[SPEAKER_01]: A -> B\n\n"
     )
     assert render(document, "vtt") == (
-        "WEBVTT\n\n"
-        "00:00.000 --> 00:02.500\n[SPEAKER_00]: Hello there. How are you?\n\n"
-        "00:03.000 --> 00:04.000\n[SPEAKER_01]: A -> B\n\n"
+        "WEBVTT\n\n00:00.000 --> 00:02.500\n[SPEAKER_00]: Hello there. How are you?\n\n00:03.000 --> 00:04.000\n[SPEAKER_01]: A -> B\n\n"
     )
 
 
@@ -319,7 +323,12 @@ def test_speaker_change_inside_a_segment_starts_a_new_cue() -> None:
                 0.0,
                 3.0,
                 " Yes. No. Maybe. Sure.",
-                [word("Yes.", 0.0, 0.5), word("No.", 1.0, 1.5, "SPEAKER_01"), word("Maybe.", 2.0, 2.5, "SPEAKER_00"), word("Sure.", 2.5, 3.0)],
+                [
+                    word("Yes.", 0.0, 0.5),
+                    word("No.", 1.0, 1.5, "SPEAKER_01"),
+                    word("Maybe.", 2.0, 2.5, "SPEAKER_00"),
+                    word("Sure.", 2.5, 3.0),
+                ],
                 speaker="SPEAKER_00",
             )
         ]
@@ -399,7 +408,9 @@ def test_unicode_text_and_languages_without_spaces(tmp_path: Path) -> None:
     assert render(japanese, "srt") == "1\n00:00:00,000 --> 00:00:02,000\nこんにちは世界\n\n"
     assert render(japanese, "srt", WriterOptions(max_line_width=6)) == "1\n00:00:00,000 --> 00:00:02,000\nこんにちは\n世界\n\n"
 
-    french = make_result([segment(0, 0.0, 1.0, " Café naïve 🎉", [word("Café", 0.0, 0.3), word("naïve", 0.3, 0.6), word("🎉", 0.6, 1.0)])], language="fr")
+    french = make_result(
+        [segment(0, 0.0, 1.0, " Café naïve 🎉", [word("Café", 0.0, 0.3), word("naïve", 0.3, 0.6), word("🎉", 0.6, 1.0)])], language="fr"
+    )
     paths = write_outputs(french, tmp_path, "café", "all")
     assert (tmp_path / "café.txt").read_text(encoding="utf-8") == "Café naïve 🎉\n"
     assert (tmp_path / "café.vtt").read_text(encoding="utf-8") == "WEBVTT\n\n00:00.000 --> 00:01.000\nCafé naïve 🎉\n\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import numpy as np
 from shared.contract import AudioInfo
 from shared.errors import ExitCode, StageError
 
+from .cache import file_sha256
+
 SAMPLE_RATE = 16_000
 
 
@@ -18,14 +19,6 @@ SAMPLE_RATE = 16_000
 class DecodedAudio:
     samples: np.ndarray  # float32, mono, SAMPLE_RATE
     info: AudioInfo
-
-
-def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_readable(path: Path) -> None:

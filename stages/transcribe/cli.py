@@ -80,7 +80,11 @@ def run(args: argparse.Namespace) -> Path:
         written = write_outputs(transcript, output_dir, stem, subtitles, writer_options)
     write_document(json_path, transcript)  # last: its presence means the stage finished
     for path in [json_path, *written]:
-        emit(ProgressEvent(stage=STAGE, file=args.audio, done=audio.info.duration, total=audio.info.duration, kind="output", message=str(path)))
+        emit(
+            ProgressEvent(
+                stage=STAGE, file=args.audio, done=audio.info.duration, total=audio.info.duration, kind="output", message=str(path)
+            )
+        )
     return json_path
 
 

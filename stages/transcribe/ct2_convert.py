@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import struct
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
+
+from .cache import cache_root as stage_cache_root
+from .cache import memoized_sha256
 
 if TYPE_CHECKING:  # numpy/mlx live in the stage env only; keep the module importable anywhere
     import numpy as np
@@ -270,34 +272,13 @@ def convert_ct2_to_mlx(ct2_dir: Path, out_dir: Path, dtype: str = "float32") -> 
 
 
 def default_cache_root() -> Path:
-    """$STAGEWHISPER_CACHE, else $XDG_CACHE_HOME/stagewhisper/mlx-models, else ~/.cache/..."""
-    if os.environ.get("STAGEWHISPER_CACHE"):
-        return Path(os.environ["STAGEWHISPER_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "stagewhisper" / "mlx-models"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return stage_cache_root() / "mlx-models"
 
 
 def _content_digest(ct2_dir: Path, cache_root: Path) -> str:
-    """sha256 of model.bin (+ config.json, which holds alignment_heads), memoized by file stat."""
+    """sha256 of model.bin (+ config.json, which holds alignment_heads)."""
     files = [p for p in (ct2_dir / "model.bin", ct2_dir / "config.json") if p.is_file()]
-    stamp = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-    memo = cache_root / ".digests" / hashlib.sha256(stamp.encode()).hexdigest()
-    if memo.is_file():  # a big model.bin is only hashed once per (path, size, mtime)
-        return memo.read_text(encoding="utf-8").strip()
-    digest = hashlib.sha256("|".join(_sha256(p) for p in files).encode()).hexdigest()
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(digest, encoding="utf-8")
-    os.replace(tmp, memo)
-    return digest
+    return hashlib.sha256("|".join(memoized_sha256(p, cache_root / ".digests") for p in files).encode()).hexdigest()
 
 
 def _is_converted(folder: Path) -> bool:

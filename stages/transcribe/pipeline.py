@@ -70,8 +70,12 @@ def transcribe(audio: DecodedAudio, options: TranscribeOptions, on_progress: Pro
         model=model_info(resolved, compute_type),
         decoding=decoding,
         provenance=build_provenance(
-            "transcribe", PROVENANCE_PACKAGES, started_at, time.perf_counter() - clock,
-            device=mx.default_device().type.name, extra_env=options.settings,
+            "transcribe",
+            PROVENANCE_PACKAGES,
+            started_at,
+            time.perf_counter() - clock,
+            device=mx.default_device().type.name,
+            extra_env=options.settings,
         ),
     )
 
@@ -82,7 +86,6 @@ def _language(model: Any, audio: DecodedAudio, options: TranscribeOptions) -> La
         return LanguageInfo(code=options.language, probability=None, source="user")
     if not model.is_multilingual:
         return LanguageInfo(code="en", probability=None, source="model")
-    import mlx.core as mx
     from mlx_whisper.audio import N_FRAMES, log_mel_spectrogram, pad_or_trim
 
     mel = log_mel_spectrogram(audio.samples[: 30 * SAMPLE_RATE], n_mels=model.dims.n_mels)

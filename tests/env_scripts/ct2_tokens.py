@@ -66,14 +66,18 @@ def main() -> None:
     t2 = time.perf_counter()
     mx_tokens, mx_text = mlx_tokens(mlx_dir, audio)
     t3 = time.perf_counter()
-    print(json.dumps({
-        "audio_seconds": len(audio) / SAMPLE_RATE,
-        "ct2_dir": str(ct2_model_dir()),
-        "mlx_dir": str(mlx_dir),
-        "convert_s": t1 - t0,
-        "faster_whisper": {"tokens": fw_tokens, "text": fw_text, "seconds": t2 - t1},
-        "mlx": {"tokens": mx_tokens, "text": mx_text, "seconds": t3 - t2},
-    }))
+    print(
+        json.dumps(
+            {
+                "audio_seconds": len(audio) / SAMPLE_RATE,
+                "ct2_dir": str(ct2_model_dir()),
+                "mlx_dir": str(mlx_dir),
+                "convert_s": t1 - t0,
+                "faster_whisper": {"tokens": fw_tokens, "text": fw_text, "seconds": t2 - t1},
+                "mlx": {"tokens": mx_tokens, "text": mx_text, "seconds": t3 - t2},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
