@@ -18,7 +18,7 @@ from shared.flags import BUNDLED_MODEL, THREADS_FLAG, TRANSCRIBE_FLAGS, WRITER_F
 from shared.io import load_document
 from shared.progress import ProgressEvent
 
-from . import assets, envs
+from . import assets, envs, runtime
 from .stage_runner import StageOutcome, run_stage
 
 TRANSCRIPT_SUFFIX = ".transcript.json"  # what stage 1 writes: <name>.transcript.json
@@ -120,7 +120,17 @@ def report(outcomes: Sequence[StageOutcome]) -> int:
 
 
 def command_setup(args: argparse.Namespace) -> int:
-    envs.setup_all(quiet=False, force=args.force)
+    summaries = envs.setup_all(quiet=False, force=args.force)
+    table = Table(title="stage environments")
+    for column in ("stage", "python", "key packages", "state"):
+        table.add_column(column, overflow="fold")
+    for summary in summaries.values():
+        packages = ", ".join(f"{name} {version}" for name, version in summary.versions.items() if name != "python")
+        table.add_row(summary.stage, summary.versions.get("python", "?"), packages, "unchanged" if summary.reused else "synced")
+    console.print(table)
+    hint = runtime.blas_hint()
+    if hint:
+        console.print(f"[yellow]note[/]: {hint}", highlight=False, soft_wrap=True)
     return ExitCode.OK
 
 

@@ -161,3 +161,41 @@ def test_offline_uncached_model_is_a_clear_error(tmp_path: Path, sample_wav: Pat
     assert result.returncode == ExitCode.MODEL_UNAVAILABLE, result.stderr
     assert "not in the Hugging Face cache" in result.stderr and "bundled-tiny.en" in result.stderr
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_local_multilingual_mlx_model_detects_language(tmp_path: Path, sample_wav: Path, transcribe_python: Path) -> None:
+    """A local MLX folder (random-init, multilingual vocabulary): loads, detects a language, records its probability."""
+    model_dir = tmp_path / "random-multilingual"
+    subprocess.run([str(transcribe_python), str(Path(__file__).parent / "env_scripts" / "random_mlx_model.py"), str(model_dir)], check=True)
+    result = subprocess.run(
+        [
+            "stagewhisper",
+            "transcribe",
+            str(sample_wav),
+            "--model",
+            str(model_dir),
+            "--temperature_increment_on_fallback",
+            "None",
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--output_format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=_offline_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    transcript = load_document(tmp_path / "out" / "sample.transcript.json", Transcript)
+    assert transcript.model.source == "mlx" and transcript.model.path == str(model_dir)
+    assert transcript.language_info.source == "detected"
+    assert transcript.language_info.probability is not None and 0.0 < transcript.language_info.probability <= 1.0
+    assert transcript.language == transcript.language_info.code and transcript.decoding.language == transcript.language
+
+
+def test_demo_prints_the_transcript(tmp_path: Path) -> None:
+    """The README's first command, minus installing uv."""
+    result = subprocess.run(["stagewhisper", "demo", "--output_dir", str(tmp_path)], capture_output=True, text=True, env=_offline_env())
+    assert result.returncode == 0, result.stderr
+    assert "This is Diane in New Jersey." in result.stdout
+    assert (tmp_path / "sample.transcript.json").is_file() and (tmp_path / "sample.srt").is_file()

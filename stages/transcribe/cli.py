@@ -96,11 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except StageError as error:
         print(f"stagewhisper {STAGE}: error: {error.message}", file=sys.stderr)
         return int(error.exit_code)
-    except ValueError as error:  # e.g. an unknown --output_format
-        print(f"stagewhisper {STAGE}: error: {error}", file=sys.stderr)
-        return int(ExitCode.USAGE)
-    except Exception:  # noqa: BLE001 - anything else is a bug: full traceback for the log
+    except Exception as error:  # noqa: BLE001 - anything else is a bug: full traceback for the log
         traceback.print_exc()
-        print(f"stagewhisper {STAGE}: error: unexpected failure on {args.audio} (traceback above)", file=sys.stderr)
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        print(f"stagewhisper {STAGE}: error: unexpected failure on {args.audio} ({reason}); please report it with the log", file=sys.stderr)
         return int(ExitCode.FAILED)
     return int(ExitCode.OK)

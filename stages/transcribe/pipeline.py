@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -11,10 +12,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from shared.contract import DecodingOptions, LanguageInfo, Segment, Transcript, Word
+from shared.flags import DEFAULT_MODEL
 from shared.provenance import build_provenance, utc_now
 
 from .audio import SAMPLE_RATE, DecodedAudio
-from .models import DEFAULT_MODEL, load_model, model_info, resolve_model
+from .models import load_model, model_info, resolve_model
 
 PROVENANCE_PACKAGES = ["numpy", "mlx", "mlx-metal", "mlx-cpu", "mlx-cuda-13", "mlx-whisper", "huggingface-hub", "av", "pydantic"]
 
@@ -55,11 +57,10 @@ def transcribe(audio: DecodedAudio, options: TranscribeOptions, on_progress: Pro
     compute_type = options.compute_type or default_compute_type()
     resolved = resolve_model(options.model, compute_type, options.download_root)
     model = load_model(resolved, compute_type)
-    language_info = _language(model, audio, options)
+    language_info = _language(model, audio, options, compute_type)
     decoding = _decoding_options(options, language_info.code, compute_type)
     raw = _run_mlx_whisper(model, str(resolved.folder), audio, decoding, on_progress)
-    spoken = [item for item in raw["segments"] if item["text"].strip()]  # whisper emits empty, timestamp-only segments
-    segments = [_segment(index, item) for index, item in enumerate(spoken)]
+    segments = [_segment(index, item) for index, item in enumerate(_well_formed(raw["segments"]))]
     return Transcript(
         audio=audio.info,
         language=language_info.code,
@@ -80,16 +81,17 @@ def transcribe(audio: DecodedAudio, options: TranscribeOptions, on_progress: Pro
     )
 
 
-def _language(model: Any, audio: DecodedAudio, options: TranscribeOptions) -> LanguageInfo:
+def _language(model: Any, audio: DecodedAudio, options: TranscribeOptions, compute_type: str) -> LanguageInfo:
     """The user's language, English for .en models, else detected on the first 30 s with its probability."""
     if options.language:
         return LanguageInfo(code=options.language, probability=None, source="user")
     if not model.is_multilingual:
         return LanguageInfo(code="en", probability=None, source="model")
+    import mlx.core as mx
     from mlx_whisper.audio import N_FRAMES, log_mel_spectrogram, pad_or_trim
 
     mel = log_mel_spectrogram(audio.samples[: 30 * SAMPLE_RATE], n_mels=model.dims.n_mels)
-    mel = pad_or_trim(mel, N_FRAMES, axis=-2).astype(model.parameters()["decoder"]["token_embedding"]["weight"].dtype)
+    mel = pad_or_trim(mel, N_FRAMES, axis=-2).astype(getattr(mx, compute_type))
     _, probabilities = model.detect_language(mel)
     code = max(probabilities, key=probabilities.get)
     return LanguageInfo(code=code, probability=round(float(probabilities[code]), 4), source="detected")
@@ -168,17 +170,28 @@ def _progress_reporting(hook: ProgressHook | None) -> Iterator[None]:
         module.tqdm = original
 
 
+def _well_formed(raw_segments: list[dict]) -> list[dict]:
+    """Whisper emits empty timestamp-only segments, and on garbage audio can emit reversed timestamps: skip both."""
+    kept = []
+    for item in raw_segments:
+        if not item["text"].strip():
+            continue
+        if item["end"] < item["start"]:
+            print(f"warning: skipped a segment with reversed times ({item['start']} > {item['end']}): {item['text']!r}", file=sys.stderr)
+            continue
+        kept.append(item)
+    return kept
+
+
 def _segment(index: int, raw: dict) -> Segment:
+    start, end = round(raw["start"], 3), round(raw["end"], 3)
     words = None
     if "words" in raw:
-        words = [
-            Word(word=w["word"], start=round(w["start"], 3), end=round(w["end"], 3), probability=_clamp(w.get("probability")))
-            for w in raw["words"]
-        ]
+        words = [_word(w, start, end) for w in raw["words"]]
     return Segment(
         id=index,
-        start=round(raw["start"], 3),
-        end=round(raw["end"], 3),
+        start=start,
+        end=end,
         text=raw["text"],
         avg_logprob=raw.get("avg_logprob"),
         no_speech_prob=_clamp(raw.get("no_speech_prob")),
@@ -187,6 +200,13 @@ def _segment(index: int, raw: dict) -> Segment:
         tokens=[int(token) for token in raw.get("tokens", [])],
         words=words,
     )
+
+
+def _word(raw: dict, segment_start: float, segment_end: float) -> Word:
+    """Cross-attention word times can overshoot their segment by a frame: keep them inside it."""
+    start = min(max(round(raw["start"], 3), segment_start), segment_end)
+    end = min(max(round(raw["end"], 3), start), segment_end)
+    return Word(word=raw["word"], start=start, end=end, probability=_clamp(raw.get("probability")))
 
 
 def _clamp(probability: float | None) -> float | None:
