@@ -43,11 +43,6 @@ REFERENCE_BLAS = "reference (install libopenblas0-pthread for ~40x faster CPU ma
 _OPENBLAS_FLAVOURS = ("openblas-pthread", "openblas-openmp", "openblas")
 _MULTIARCH = ("x86_64-linux-gnu", "aarch64-linux-gnu")
 
-# Inherited variables that change results or speed and so belong in provenance (besides ours).
-_RECORDED_INHERITED = ("LD_PRELOAD", "HF_HUB_OFFLINE", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "CUDA_VISIBLE_DEVICES")
-# Names that may hold secrets; TOKENIZERS_PARALLELISM is the one harmless "TOKEN" we set ourselves.
-_SECRET_NAME = re.compile(r"TOKEN(?!IZERS_PARALLELISM)|SECRET|PASSW|CREDENTIAL|API_?KEY|AUTH", re.IGNORECASE)
-_SECRET_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{20,}")
 # A parent python's path settings would leak numpy 2 into the numpy<2 env (or the reverse).
 _DROPPED = ("PYTHONPATH", "PYTHONHOME")
 
@@ -160,13 +155,6 @@ def stage_environment(
         # mlx-cpu links a bundled reference BLAS by a mangled soname; preloading interposes OpenBLAS symbols.
         env["LD_PRELOAD"] = _with_preload(env.get("LD_PRELOAD"), library)
     return env
-
-
-def recorded_settings(env: Mapping[str, str]) -> dict[str, str]:
-    """The settings worth writing into provenance: ours plus a few inherited ones; never a secret."""
-    keys = [*THREAD_VARS, *FIXED_SETTINGS, *_RECORDED_INHERITED]
-    keys += sorted(k for k in env if k.startswith("STAGEWHISPER_") and k not in keys)
-    return {key: env[key] for key in keys if key in env and not _SECRET_NAME.search(key) and not _SECRET_VALUE.search(env[key])}
 
 
 def blas_hint(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from shared.errors import ExitCode
 from shared.progress import ProgressEvent, parse
+from shared.provenance import recorded_settings
 
 from . import envs, runtime
 
@@ -69,7 +70,7 @@ def run_stage(
     outputs: list[Path] = []
     with log_path.open("w", encoding="utf-8") as log:
         log.write(f"$ {shlex.join(command)}\n")
-        log.write("".join(f"# {key}={value}\n" for key, value in sorted(runtime.recorded_settings(env).items())))
+        log.write("".join(f"# {key}={value}\n" for key, value in sorted(recorded_settings(env).items())))
         log.flush()
         process = subprocess.Popen(
             command,

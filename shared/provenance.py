@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import metadata
 
@@ -12,19 +14,31 @@ from .contract import Provenance
 
 TOOL_DISTRIBUTION = "stagewhisper"
 
-# Settings the orchestrator hands a stage that can change its speed or output; never secrets.
+# Settings a stage runs with that can change its speed or output (plus any STAGEWHISPER_* one).
 RECORDED_ENV_VARS = (
-    "STAGEWHISPER_THREADS",
-    "STAGEWHISPER_BLAS_CHOICE",
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
     "MKL_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
     "TOKENIZERS_PARALLELISM",
     "PYTORCH_ENABLE_MPS_FALLBACK",
+    "HF_HUB_DISABLE_TELEMETRY",
+    "PYTHONUNBUFFERED",
     "LD_PRELOAD",
     "HF_HUB_OFFLINE",
+    "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD",
+    "CUDA_VISIBLE_DEVICES",
 )
+# Names that may hold secrets; TOKENIZERS_PARALLELISM is the one harmless "TOKEN" we set ourselves.
+_SECRET_NAME = re.compile(r"TOKEN(?!IZERS_PARALLELISM)|SECRET|PASSW|CREDENTIAL|API_?KEY|AUTH", re.IGNORECASE)
+_SECRET_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{20,}")
+
+
+def recorded_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """The settings worth writing into provenance and logs; never a secret."""
+    keys = [*RECORDED_ENV_VARS, *sorted(key for key in env if key.startswith("STAGEWHISPER_"))]
+    return {key: env[key] for key in keys if key in env and not _SECRET_NAME.search(key) and not _SECRET_VALUE.search(env[key])}
 
 
 def utc_now() -> str:
@@ -41,12 +55,6 @@ def package_versions(names: list[str]) -> dict[str, str]:
     return versions
 
 
-def recorded_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    settings = {key: os.environ[key] for key in RECORDED_ENV_VARS if key in os.environ}
-    settings.update(extra or {})
-    return settings
-
-
 def build_provenance(
     stage: str, packages: list[str], started_at: str, wall_time_s: float, device: str, extra_env: dict[str, str] | None = None
 ) -> Provenance:
@@ -59,5 +67,5 @@ def build_provenance(
         platform=f"{platform.system()}-{platform.machine()}",
         device=device,
         packages=package_versions(packages),
-        environment=recorded_environment(extra_env),
+        environment={**recorded_settings(os.environ), **(extra_env or {})},
     )

@@ -15,6 +15,7 @@ import pytest
 
 from orchestrator import envs, runtime
 from shared.errors import ExitCode, StageError
+from shared.provenance import recorded_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -285,7 +286,7 @@ def test_recorded_settings_never_hold_a_token() -> None:
     env = runtime.stage_environment("align_diarize", threads=2, base=base)
     assert env["HF_TOKEN"] == secret, "the stage itself still gets the token"
 
-    recorded = runtime.recorded_settings(env)
+    recorded = recorded_settings(env)
 
     assert secret not in json.dumps(recorded)
     assert not any("TOKEN" in key and key != "TOKENIZERS_PARALLELISM" for key in recorded)
