@@ -102,6 +102,7 @@ class Provenance(_Model):
     tool_version: str
     started_at: str = Field(description="ISO 8601, UTC")
     wall_time_s: Seconds
+    peak_rss_mib: Annotated[float, Field(ge=0.0)] | None = Field(default=None, description="the stage process's peak resident memory")
     python: str
     platform: str
     device: str = Field(description="what did the work, e.g. 'cpu' or 'gpu'")

@@ -55,6 +55,16 @@ def package_versions(names: list[str]) -> dict[str, str]:
     return versions
 
 
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 def build_provenance(
     stage: str, packages: list[str], started_at: str, wall_time_s: float, device: str, extra_env: dict[str, str] | None = None
 ) -> Provenance:
@@ -63,6 +73,7 @@ def build_provenance(
         tool_version=package_versions([TOOL_DISTRIBUTION]).get(TOOL_DISTRIBUTION, "unknown"),
         started_at=started_at,
         wall_time_s=round(wall_time_s, 3),
+        peak_rss_mib=peak_rss_mib(),
         python=sys.version.split()[0],
         platform=f"{platform.system()}-{platform.machine()}",
         device=device,

@@ -118,6 +118,7 @@ def test_transcript_records_identity_and_provenance(batch: BatchRun, sample_wav:
     assert transcript.decoding.word_timestamps and transcript.decoding.temperature[0] == 0.0
     provenance = transcript.provenance
     assert provenance.stage == "transcribe" and provenance.wall_time_s > 0
+    assert provenance.peak_rss_mib is not None and 100 < provenance.peak_rss_mib < 4096
     assert {"numpy", "mlx", "mlx-whisper"} <= provenance.packages.keys()
     assert provenance.environment["TOKENIZERS_PARALLELISM"] == "false"
     assert "STAGEWHISPER_THREADS" in provenance.environment and "STAGEWHISPER_BLAS_CHOICE" in provenance.environment

@@ -33,7 +33,7 @@ class TranscribeOptions:
     temperature: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     initial_prompt: str | None = None
     word_timestamps: bool = False
-    condition_on_previous_text: bool = True
+    condition_on_previous_text: bool = False  # as WhisperX; see shared/flags.py
     compression_ratio_threshold: float | None = 2.4
     logprob_threshold: float | None = -1.0
     no_speech_threshold: float | None = 0.6
