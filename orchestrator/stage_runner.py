@@ -94,7 +94,9 @@ def run_stage(
             if on_event:
                 on_event(event)
         exit_code = process.wait()
-    outcome = StageOutcome(stage, audio, exit_code, time.perf_counter() - started, log_path, outputs)
+        seconds = time.perf_counter() - started
+        log.write(f"# exit status {exit_code} after {seconds:.1f} s\n")
+    outcome = StageOutcome(stage, audio, exit_code, seconds, log_path, outputs)
     if exit_code != ExitCode.OK:
         outcome.exit_code, outcome.error = describe_failure(stage, exit_code, log_path)
     return outcome
