@@ -92,8 +92,8 @@ class DecodingOptions(_Model):
     logprob_threshold: float | None
     no_speech_threshold: float | None
     compute_type: Literal["float16", "float32"]
-    prepend_punctuations: str
-    append_punctuations: str
+    prepend_punctuations: str = "\"'“¿([{-"
+    append_punctuations: str = "\"'.。,，!！?？:：”)]}、"
     hallucination_silence_threshold: float | None = None
 
 

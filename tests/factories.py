@@ -2,50 +2,65 @@
 
 from __future__ import annotations
 
-from shared import AudioInfo, DecodingOptions, LanguageInfo, ModelInfo, Provenance, Segment, Transcript, Word
+from shared import AudioInfo, DecodingOptions, LanguageInfo, ModelInfo, Provenance, Result, Segment, Transcript, Word
+
+SHA = "ab" * 32
 
 
-def make_transcript() -> Transcript:
-    segments = [
-        Segment(
-            id=0,
-            start=1.0,
-            end=2.5,
-            text=" Hello there.",
-            avg_logprob=-0.2,
-            no_speech_prob=0.01,
-            compression_ratio=1.1,
-            temperature=0.0,
-            tokens=[1, 2],
-            words=[Word(word=" Hello", start=1.0, end=1.4, probability=0.9), Word(word=" there.", start=1.5, end=2.5, probability=0.8)],
-        ),
-        Segment(
-            id=1,
-            start=3.0,
-            end=4.0,
-            text=" Ça va?",
-            avg_logprob=-0.3,
-            no_speech_prob=0.02,
-            compression_ratio=0.9,
-            temperature=0.0,
-            tokens=[3],
-            words=[Word(word=" Ça", start=3.0, end=3.4, probability=0.7), Word(word=" va?", start=3.4, end=4.0, probability=0.6)],
-        ),
-    ]
+def word(text: str, start: float | None, end: float | None, speaker: str | None = None, probability: float = 0.9) -> Word:
+    return Word(word=text, start=start, end=end, probability=probability, speaker=speaker)
+
+
+def segment(index: int, start: float, end: float, text: str, words: list[Word] | None = None, speaker: str | None = None) -> Segment:
+    return Segment(id=index, start=start, end=end, text=text, words=words, speaker=speaker)
+
+
+def greeting_segments() -> list[Segment]:
+    """Two whisper-style segments (leading spaces, non-ASCII) with decoder statistics and word times."""
+    first = segment(0, 1.0, 2.5, " Hello there.", [word(" Hello", 1.0, 1.4), word(" there.", 1.5, 2.5, probability=0.8)])
+    second = segment(1, 3.0, 4.0, " Ça va?", [word(" Ça", 3.0, 3.4, probability=0.7), word(" va?", 3.4, 4.0, probability=0.6)])
+    for item, tokens in ((first, [1, 2]), (second, [3])):
+        item.avg_logprob, item.no_speech_prob, item.compression_ratio, item.temperature, item.tokens = -0.2, 0.01, 1.1, 0.0, tokens
+    return [first, second]
+
+
+def provenance(stage: str = "transcribe") -> Provenance:
+    return Provenance(
+        stage=stage,  # type: ignore[arg-type]
+        tool_version="0.1.0",
+        started_at="2026-01-01T00:00:00+00:00",
+        wall_time_s=1.5,
+        python="3.11.7",
+        platform="Linux-x86_64",
+        device="cpu",
+        packages={"numpy": "2.4.6"},
+    )
+
+
+def _audio(segments: list[Segment]) -> AudioInfo:
+    return AudioInfo(path="talk.wav", sha256=SHA, duration=max((s.end for s in segments), default=0.0), sample_rate=16000, channels=1)
+
+
+def _model() -> ModelInfo:
+    return ModelInfo(id="bundled-tiny.en", source="bundled", path="/models/tiny", sha256=SHA, dtype="float32")
+
+
+def make_transcript(segments: list[Segment] | None = None, language: str = "en") -> Transcript:
+    segments = greeting_segments() if segments is None else segments
     return Transcript(
-        audio=AudioInfo(path="talk.wav", sha256="0" * 64, duration=5.0, sample_rate=16000, channels=1),
-        language="en",
-        language_info=LanguageInfo(code="en", probability=None, source="model"),
+        audio=_audio(segments),
+        language=language,
+        language_info=LanguageInfo(code=language, source="user"),
         task="transcribe",
-        text="Hello there. Ça va?",
+        text="".join(s.text for s in segments).strip(),
         segments=segments,
-        model=ModelInfo(id="bundled-tiny.en", source="bundled", path="/models/tiny", sha256="f" * 64, dtype="float32"),
+        model=_model(),
         decoding=DecodingOptions(
             task="transcribe",
-            language="en",
+            language=language,
             temperature=[0.0, 0.2],
             word_timestamps=True,
-            condition_on_previous_text=True,
+            condition_on_previous_text=False,
             compression_ratio_threshold=2.4,
             logprob_threshold=-1.0,
             no_speech_threshold=0.6,
@@ -53,14 +68,16 @@ def make_transcript() -> Transcript:
             prepend_punctuations="\"'“¿([{-",
             append_punctuations="\"'.。,，!！?？:：”)]}、",
         ),
-        provenance=Provenance(
-            stage="transcribe",
-            tool_version="0.1.0",
-            started_at="2026-01-01T00:00:00+00:00",
-            wall_time_s=1.0,
-            python="3.11.7",
-            platform="Linux-x86_64",
-            device="cpu",
-            packages={"numpy": "2.4.6"},
-        ),
+        provenance=provenance("transcribe"),
+    )
+
+
+def make_result(segments: list[Segment], language: str = "en") -> Result:
+    return Result(
+        audio=_audio(segments),
+        language=language,
+        segments=segments,
+        word_segments=[w for s in segments for w in s.words or []],
+        model=_model(),
+        provenance=[provenance("transcribe"), provenance("align_diarize")],
     )

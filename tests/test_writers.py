@@ -11,22 +11,13 @@ from pathlib import Path
 import pytest
 
 from shared import io as shared_io
-from shared.contract import (
-    AudioInfo,
-    DecodingOptions,
-    LanguageInfo,
-    ModelInfo,
-    Provenance,
-    Result,
-    Segment,
-    Transcript,
-    Word,
-)
+from shared.contract import Result, Transcript
 from shared.errors import StageError
 from shared.io import parse_document
 from shared.writers import ALL_FORMATS, FORMATS, WriterOptions, expand_formats, format_timestamp, render, write_outputs
 
-SHA = "ab" * 32
+from .factories import make_result, make_transcript, segment, word
+
 ALL_OPTIONS = [
     WriterOptions(),
     WriterOptions(max_line_width=8),
@@ -34,75 +25,6 @@ ALL_OPTIONS = [
     WriterOptions(highlight_words=True),
     WriterOptions(max_line_width=12, max_line_count=1, highlight_words=True),
 ]
-
-
-# ---------------------------------------------------------------- factory
-
-
-def word(text: str, start: float | None, end: float | None, speaker: str | None = None) -> Word:
-    return Word(word=text, start=start, end=end, probability=0.9, speaker=speaker)
-
-
-def segment(index: int, start: float, end: float, text: str, words: list[Word] | None = None, speaker: str | None = None) -> Segment:
-    return Segment(id=index, start=start, end=end, text=text, words=words, speaker=speaker)
-
-
-def _provenance(stage: str) -> Provenance:
-    return Provenance(
-        stage=stage,
-        tool_version="0.1.0",
-        started_at="2025-01-01T00:00:00Z",
-        wall_time_s=1.5,
-        python="3.11.9",
-        platform="linux-x86_64",
-        device="cpu",
-        packages={"pydantic": "2.9"},
-    )
-
-
-def _audio(segments: list[Segment]) -> AudioInfo:
-    return AudioInfo(path="talk.wav", sha256=SHA, duration=max((s.end for s in segments), default=0.0), sample_rate=16000)
-
-
-def _model() -> ModelInfo:
-    return ModelInfo(id="openai/whisper-tiny", source="hf", path="/models/tiny", sha256=SHA, dtype="float16")
-
-
-def make_transcript(segments: list[Segment], language: str = "en") -> Transcript:
-    return Transcript(
-        audio=_audio(segments),
-        language=language,
-        language_info=LanguageInfo(code=language, source="user"),
-        task="transcribe",
-        text="".join(s.text for s in segments),
-        segments=segments,
-        model=_model(),
-        decoding=DecodingOptions(
-            task="transcribe",
-            language=language,
-            temperature=[0.0, 0.2],
-            word_timestamps=True,
-            condition_on_previous_text=True,
-            compression_ratio_threshold=2.4,
-            logprob_threshold=-1.0,
-            no_speech_threshold=0.6,
-            compute_type="float16",
-            prepend_punctuations="\"'“¿([{-",
-            append_punctuations="\"'.。,，!！?？:：”)]}、",
-        ),
-        provenance=_provenance("transcribe"),
-    )
-
-
-def make_result(segments: list[Segment], language: str = "en") -> Result:
-    return Result(
-        audio=_audio(segments),
-        language=language,
-        segments=segments,
-        word_segments=[w for s in segments for w in s.words or []],
-        model=_model(),
-        provenance=[_provenance("transcribe"), _provenance("align_diarize")],
-    )
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from shared.contract import DecodingOptions
 from shared.errors import ExitCode, StageError
 from shared.flags import THREADS_FLAG, TRANSCRIBE_FLAGS, WRITER_FLAGS, add_flags
 from shared.io import write_document
@@ -50,20 +51,13 @@ def run(args: argparse.Namespace) -> Path:
 
     formats = expand_formats(args.output_format)  # fail on a bad format before any work
     audio = decode_audio(args.audio)
+    decoding = {name: getattr(args, name) for name in DecodingOptions.model_fields if name != "compute_type" and hasattr(args, name)}
+    decoding["temperature"] = list(temperatures(args.temperature, args.temperature_increment_on_fallback))
     options = TranscribeOptions(
         model=args.model,
         download_root=args.model_dir,
-        language=args.language,
-        task=args.task,
-        temperature=temperatures(args.temperature, args.temperature_increment_on_fallback),
-        initial_prompt=args.initial_prompt,
-        word_timestamps=args.word_timestamps,
-        condition_on_previous_text=args.condition_on_previous_text,
-        compression_ratio_threshold=args.compression_ratio_threshold,
-        logprob_threshold=args.logprob_threshold,
-        no_speech_threshold=args.no_speech_threshold,
-        hallucination_silence_threshold=args.hallucination_silence_threshold,
         compute_type=None if args.compute_type == "default" else args.compute_type,
+        decoding=decoding,
     )
 
     def report(done: float, total: float) -> None:

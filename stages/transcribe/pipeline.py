@@ -28,19 +28,9 @@ ProgressHook = Callable[[float, float], None]
 class TranscribeOptions:
     model: str = DEFAULT_MODEL
     download_root: str | None = None
-    language: str | None = None
-    task: str = "transcribe"
-    temperature: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    initial_prompt: str | None = None
-    word_timestamps: bool = False
-    condition_on_previous_text: bool = False  # as WhisperX; see shared/flags.py
-    compression_ratio_threshold: float | None = 2.4
-    logprob_threshold: float | None = -1.0
-    no_speech_threshold: float | None = 0.6
-    hallucination_silence_threshold: float | None = None
-    prepend_punctuations: str = "\"'“¿([{-"
-    append_punctuations: str = "\"'.。,，!！?？:：”)]}、"
     compute_type: str | None = None  # None: float16 on a GPU, float32 on CPU
+    # DecodingOptions fields as the user gave them (language None = detect); names are mlx_whisper's own.
+    decoding: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)  # extra provenance (e.g. --threads)
 
 
@@ -57,8 +47,8 @@ def transcribe(audio: DecodedAudio, options: TranscribeOptions, on_progress: Pro
     compute_type = options.compute_type or default_compute_type()
     resolved = resolve_model(options.model, compute_type, options.download_root)
     model = load_model(resolved, compute_type)
-    language_info = _language(model, audio, options, compute_type)
-    decoding = _decoding_options(options, language_info.code, compute_type)
+    language_info = _language(model, audio, options.decoding.get("language"), compute_type)
+    decoding = DecodingOptions(**{**options.decoding, "language": language_info.code, "compute_type": compute_type})
     raw = _run_mlx_whisper(model, str(resolved.folder), audio, decoding, on_progress)
     segments = [_segment(index, item) for index, item in enumerate(_well_formed(raw["segments"]))]
     return Transcript(
@@ -81,10 +71,10 @@ def transcribe(audio: DecodedAudio, options: TranscribeOptions, on_progress: Pro
     )
 
 
-def _language(model: Any, audio: DecodedAudio, options: TranscribeOptions, compute_type: str) -> LanguageInfo:
+def _language(model: Any, audio: DecodedAudio, language: str | None, compute_type: str) -> LanguageInfo:
     """The user's language, English for .en models, else detected on the first 30 s with its probability."""
-    if options.language:
-        return LanguageInfo(code=options.language, probability=None, source="user")
+    if language:
+        return LanguageInfo(code=language, probability=None, source="user")
     if not model.is_multilingual:
         return LanguageInfo(code="en", probability=None, source="model")
     import mlx.core as mx
@@ -97,47 +87,20 @@ def _language(model: Any, audio: DecodedAudio, options: TranscribeOptions, compu
     return LanguageInfo(code=code, probability=round(float(probabilities[code]), 4), source="detected")
 
 
-def _decoding_options(options: TranscribeOptions, language: str, compute_type: str) -> DecodingOptions:
-    return DecodingOptions(
-        task=options.task,  # type: ignore[arg-type]
-        language=language,
-        temperature=list(options.temperature),
-        initial_prompt=options.initial_prompt,
-        word_timestamps=options.word_timestamps,
-        condition_on_previous_text=options.condition_on_previous_text,
-        compression_ratio_threshold=options.compression_ratio_threshold,
-        logprob_threshold=options.logprob_threshold,
-        no_speech_threshold=options.no_speech_threshold,
-        compute_type=compute_type,  # type: ignore[arg-type]
-        prepend_punctuations=options.prepend_punctuations,
-        append_punctuations=options.append_punctuations,
-        hallucination_silence_threshold=options.hallucination_silence_threshold,
-    )
-
-
 def _run_mlx_whisper(model: Any, model_key: str, audio: DecodedAudio, decoding: DecodingOptions, on_progress: ProgressHook | None) -> dict:
     import mlx_whisper
 
     holder = importlib.import_module("mlx_whisper.transcribe").ModelHolder
     holder.model, holder.model_path = model, model_key  # hand mlx_whisper the model we loaded and cast
+    kwargs = decoding.model_dump(exclude={"compute_type"})
+    kwargs["temperature"] = tuple(kwargs["temperature"])
     with _progress_reporting(on_progress):
         return mlx_whisper.transcribe(
             audio.samples,
             path_or_hf_repo=model_key,
             verbose=False,  # False = mlx_whisper drives its progress bar, which we redirect
             fp16=decoding.compute_type == "float16",
-            language=decoding.language,
-            task=decoding.task,
-            temperature=tuple(decoding.temperature),
-            initial_prompt=decoding.initial_prompt,
-            word_timestamps=decoding.word_timestamps,
-            condition_on_previous_text=decoding.condition_on_previous_text,
-            compression_ratio_threshold=decoding.compression_ratio_threshold,
-            logprob_threshold=decoding.logprob_threshold,
-            no_speech_threshold=decoding.no_speech_threshold,
-            prepend_punctuations=decoding.prepend_punctuations,
-            append_punctuations=decoding.append_punctuations,
-            hallucination_silence_threshold=decoding.hallucination_silence_threshold,
+            **kwargs,
         )
 
 
