@@ -68,7 +68,7 @@ def output_names(audio_files: Sequence[str]) -> list[str]:
 def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = None) -> list[StageOutcome]:
     output_dir = Path(args.output_dir)
     stage_argv = to_argv(args, TRANSCRIBE_FLAGS + WRITER_FLAGS)
-    if args.output_format == WRITER_FLAGS[0].options["default"]:
+    if "--output_format" not in stage_argv:  # the stage's own default is json only
         stage_argv += ["--output_format", args.output_format]
     outcomes = []
     with _progress() as progress:
