@@ -26,6 +26,7 @@ from rich.table import Table
 
 from orchestrator import assets, cli, envs, runtime
 from shared.flags import BUNDLED_MODEL, TRANSCRIBE_FLAGS, add_flags, to_argv
+from shared.io import TRANSCRIPT_SUFFIX
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_REFERENCE = REPO / "tests" / "data" / "sample.stm"
@@ -80,7 +81,7 @@ def one_run(args: argparse.Namespace, audio: Path, out_dir: Path, reference: str
     if not outcome.ok:
         tail = "\n".join(outcome.log_path.read_text(errors="replace").splitlines()[-25:])
         raise SystemExit(f"stage 1 failed: {outcome.error}\n{tail}")
-    transcript = json.loads(next(p for p in outcome.outputs if p.name.endswith(cli.TRANSCRIPT_SUFFIX)).read_text())
+    transcript = json.loads(next(p for p in outcome.outputs if p.name.endswith(TRANSCRIPT_SUFFIX)).read_text())
     environment = transcript["provenance"]["environment"]
     return RunResult(
         audio_s=float(transcript["audio"]["duration"]),

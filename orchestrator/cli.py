@@ -15,13 +15,12 @@ from rich.table import Table
 from shared.contract import Transcript
 from shared.errors import ExitCode, StageError
 from shared.flags import BUNDLED_MODEL, THREADS_FLAG, TRANSCRIBE_FLAGS, WRITER_FLAGS, add_flags, to_argv
-from shared.io import load_document
+from shared.io import TRANSCRIPT_SUFFIX, load_document
 from shared.progress import ProgressEvent
 
 from . import assets, envs, runtime
 from .stage_runner import StageOutcome, run_stage
 
-TRANSCRIPT_SUFFIX = ".transcript.json"  # what stage 1 writes: <name>.transcript.json
 console = Console(stderr=True)
 
 

@@ -14,16 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from shared.errors import ExitCode, StageError
-
-# Every BLAS/OpenMP runtime reads its own variable; set them all so no library oversubscribes the cores.
-THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "STAGEWHISPER_THREADS",
-)
+from shared.provenance import THREAD_ENV_VARS
 
 FIXED_SETTINGS: dict[str, str] = {
     # Tokenizers forks a pool that deadlocks/warns under our subprocess model; the gain is nil here.
@@ -147,7 +138,7 @@ def stage_environment(
         env.pop(key, None)
     system = _system(system)
     count = str(_thread_count(threads, env))
-    env.update({key: count for key in THREAD_VARS})
+    env.update({key: count for key in THREAD_ENV_VARS})
     env.update(FIXED_SETTINGS)
     choice, library = _choose_blas(stage, env, system, blas_candidates)
     env[BLAS_CHOICE_ENV] = choice

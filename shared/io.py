@@ -15,6 +15,8 @@ from .errors import ExitCode, StageError
 
 DocumentT = TypeVar("DocumentT", Transcript, Result)
 
+TRANSCRIPT_SUFFIX = ".transcript.json"  # stage 1 writes <name>.transcript.json
+
 
 def load_document(path: str | os.PathLike[str], kind: type[DocumentT]) -> DocumentT:
     """Load and validate a stage document; any problem is one StageError line naming file and field."""

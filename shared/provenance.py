@@ -14,13 +14,18 @@ from .contract import Provenance
 
 TOOL_DISTRIBUTION = "stagewhisper"
 
-# Settings a stage runs with that can change its speed or output (plus any STAGEWHISPER_* one).
-RECORDED_ENV_VARS = (
+# Every BLAS/OpenMP runtime reads its own variable; set them all so no library oversubscribes the cores.
+THREAD_ENV_VARS = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
     "MKL_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
+    "STAGEWHISPER_THREADS",
+)
+# Settings a stage runs with that can change its speed or output (plus any STAGEWHISPER_* one).
+RECORDED_ENV_VARS = (
+    *THREAD_ENV_VARS,
     "TOKENIZERS_PARALLELISM",
     "PYTORCH_ENABLE_MPS_FALLBACK",
     "HF_HUB_DISABLE_TELEMETRY",

@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator import envs, runtime
 from shared.errors import ExitCode, StageError
-from shared.provenance import recorded_settings
+from shared.provenance import THREAD_ENV_VARS, recorded_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -233,7 +233,7 @@ def test_stage_environment_sets_threads_and_preloads_openblas(tmp_path: Path) ->
 
     env = runtime.stage_environment("transcribe", threads=3, base=base, system="Linux", blas_candidates=[missing, openblas])
 
-    for key in runtime.THREAD_VARS:
+    for key in THREAD_ENV_VARS:
         assert env[key] == "3"
     assert env["TOKENIZERS_PARALLELISM"] == "false" and env["PYTHONUNBUFFERED"] == "1"
     assert env["PYTORCH_ENABLE_MPS_FALLBACK"] == "1" and env["HF_HUB_DISABLE_TELEMETRY"] == "1"

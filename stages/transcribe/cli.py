@@ -11,11 +11,11 @@ from pathlib import Path
 from shared.contract import DecodingOptions
 from shared.errors import ExitCode, StageError
 from shared.flags import THREADS_FLAG, TRANSCRIBE_FLAGS, WRITER_FLAGS, add_flags
-from shared.io import write_document
+from shared.io import TRANSCRIPT_SUFFIX, write_document
 from shared.progress import ProgressEvent, emit
+from shared.provenance import THREAD_ENV_VARS
 
 STAGE = "transcribe"
-TRANSCRIPT_SUFFIX = ".transcript.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,8 +39,7 @@ def temperatures(start: float, increment: float | None) -> tuple[float, ...]:
 def apply_threads(threads: int) -> None:
     """Must run before MLX/BLAS load: they read these once."""
     if threads > 0:
-        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "STAGEWHISPER_THREADS"):
-            os.environ[name] = str(threads)
+        os.environ.update({name: str(threads) for name in THREAD_ENV_VARS})
 
 
 def run(args: argparse.Namespace) -> Path:
