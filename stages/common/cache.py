@@ -1,4 +1,4 @@
-"""Stage 1's cache folder and file hashing, remembered by (path, size, mtime) so big files hash once."""
+"""The stages' cache folder and file hashing, remembered by (path, size, mtime) so big files hash once."""
 
 from __future__ import annotations
 
