@@ -2,15 +2,20 @@
 
 from .contract import (
     SCHEMA_VERSION,
+    AlignmentInfo,
     AudioInfo,
+    CharAlignment,
     DecodingOptions,
+    DiarizationInfo,
     LanguageInfo,
     ModelInfo,
     Provenance,
     Result,
     Segment,
     SpeakerInfo,
+    SpeakerTurn,
     Transcript,
+    WeightsFile,
     Word,
 )
 from .errors import ExitCode, StageError
@@ -18,8 +23,11 @@ from .io import load_document, parse_document, write_document, write_text_atomic
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AlignmentInfo",
     "AudioInfo",
+    "CharAlignment",
     "DecodingOptions",
+    "DiarizationInfo",
     "ExitCode",
     "LanguageInfo",
     "ModelInfo",
@@ -27,8 +35,10 @@ __all__ = [
     "Result",
     "Segment",
     "SpeakerInfo",
+    "SpeakerTurn",
     "StageError",
     "Transcript",
+    "WeightsFile",
     "Word",
     "load_document",
     "parse_document",

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: alignment scores, char alignments, speaker turns, stage-2 model records
 SCHEMA_MAJOR = SCHEMA_VERSION.split(".")[0]
 
 # Whisper rounds times to 10 ms; allow that much slack before calling times inconsistent.
@@ -28,7 +28,8 @@ class Word(_Model):
     word: str
     start: Seconds | None = None
     end: Seconds | None = None
-    probability: Probability | None = Field(default=None, description="Whisper's token probability, or the alignment score in stage 2")
+    probability: Probability | None = Field(default=None, description="Whisper's token probability (stage 1's word timestamps)")
+    score: Probability | None = Field(default=None, description="CTC alignment score (stage 2; WhisperX's name)")
     speaker: str | None = None
 
     @model_validator(mode="after")
@@ -36,6 +37,15 @@ class Word(_Model):
         if self.start is not None and self.end is not None and self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
         return self
+
+
+class CharAlignment(_Model):
+    """One character's alignment, as WhisperX writes it with `--return_char_alignments`."""
+
+    char: str
+    start: Seconds | None = None
+    end: Seconds | None = None
+    score: Probability | None = None
 
 
 class Segment(_Model):
@@ -49,6 +59,7 @@ class Segment(_Model):
     temperature: Annotated[float, Field(ge=0.0)] | None = None
     tokens: list[int] | None = None
     words: list[Word] | None = None
+    chars: list[CharAlignment] | None = None
     speaker: str | None = None
 
     @model_validator(mode="after")
@@ -135,7 +146,54 @@ class Transcript(_Model):
 class SpeakerInfo(_Model):
     id: str
     speaking_time: Seconds
-    embedding: list[float] | None = None
+    embedding: list[float] | None = Field(default=None, description="the speaker's centroid embedding (--speaker_embeddings)")
+
+
+class SpeakerTurn(_Model):
+    """One diarization turn: what RTTM holds."""
+
+    start: Seconds
+    end: Seconds
+    speaker: str
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SpeakerTurn:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+
+class WeightsFile(_Model):
+    name: str
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class AlignmentInfo(_Model):
+    """How stage 2 aligned words: the CTC model that ran and the options that change word times."""
+
+    model: str = Field(description="what ran: a torchaudio bundle name, an HF repo id or a folder")
+    source: Literal["torchaudio", "hf", "local"]
+    weights: list[WeightsFile]
+    language: str
+    interpolate_method: Literal["nearest", "linear", "ignore"]
+    return_char_alignments: bool
+    device: str
+    interpolated_words: int = Field(ge=0, description="words without alignable characters (digits, symbols) whose times were interpolated")
+    unaligned_segments: int = Field(
+        ge=0, description="segments the CTC model could not align; their words' times are spread over the segment"
+    )
+
+
+class DiarizationInfo(_Model):
+    """Which pipeline found the speakers, with which constraints."""
+
+    pipeline: str = Field(description="'bundled', an HF pipeline id or a local config.yaml")
+    source: Literal["bundled", "hf", "local"]
+    weights: list[WeightsFile]
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    device: Literal["cpu"] = "cpu"
 
 
 class Result(_Model):
@@ -148,8 +206,11 @@ class Result(_Model):
     segments: list[Segment]
     word_segments: list[Word]
     speakers: list[SpeakerInfo] = Field(default_factory=list)
-    model: ModelInfo
-    provenance: list[Provenance]
+    speaker_turns: list[SpeakerTurn] = Field(default_factory=list, description="the diarization, turn by turn (RTTM's content)")
+    model: ModelInfo = Field(description="stage 1's Whisper model")
+    alignment: AlignmentInfo | None = Field(default=None, description="None with --no_align")
+    diarization: DiarizationInfo | None = Field(default=None, description="None without --diarize")
+    provenance: list[Provenance] = Field(description="one record per stage that ran, stage 1 first")
 
 
 Document = Transcript | Result

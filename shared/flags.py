@@ -9,9 +9,10 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
+from .writers import FORMATS
+
 DEFAULT_MODEL = "mlx-community/whisper-large-v3-turbo"
 BUNDLED_MODEL = "bundled-tiny.en"
-OUTPUT_FORMATS = ("json", "txt", "srt", "vtt", "tsv", "aud")
 
 
 def str2bool(value: str) -> bool:
@@ -29,11 +30,9 @@ def optional_float(value: str) -> float | None:
 
 def output_formats(value: str) -> str:
     names = [name.strip() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in (*OUTPUT_FORMATS, "all")]
+    unknown = [name for name in names if name not in (*FORMATS, "all")]
     if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown output format {', '.join(unknown) or value!r}; choose from {', '.join(OUTPUT_FORMATS)} or all"
-        )
+        raise argparse.ArgumentTypeError(f"unknown output format {', '.join(unknown) or value!r}; choose from {', '.join(FORMATS)} or all")
     return ",".join(names)
 
 
@@ -50,7 +49,7 @@ class Flag:
 WRITER_FLAGS = (
     Flag(
         "--output_format",
-        {"type": output_formats, "default": "all", "help": "json, txt, srt, vtt, tsv, aud or all; comma-separated for several"},
+        {"type": output_formats, "default": "all", "help": "json, txt, srt, vtt, tsv, aud, rttm or all; comma-separated for several"},
     ),
     Flag("--max_line_width", {"type": int, "default": None, "help": "subtitle line width in characters (needs word timestamps)"}),
     Flag("--max_line_count", {"type": int, "default": None, "help": "lines per subtitle cue (needs --max_line_width)"}),

@@ -2,7 +2,8 @@
 
 Same shapes and option names as WhisperX 3.3.x (`whisperx/utils.py`, itself openai-whisper's `utils.py`
 plus speakers): `[SPEAKER_00]: ` prefixes in txt and subtitles, `[[SPEAKER_00]]` in Audacity labels,
-"all" meaning json, txt, srt, vtt and tsv (aud only on request). Deliberate differences, all fixes:
+"all" meaning json, txt, srt, vtt and tsv (aud only on request). rttm (NIST's diarization format) needs
+a result with speaker turns; stage 2 writes it whenever it diarizes. Deliberate differences, all fixes:
 a subtitle cue never mixes speakers (a speaker change starts a new cue), cue times come from the
 cue's own words (WhisperX 3.3.1 used the segment's), words without times get interpolated ones,
 and lines hold no trailing spaces.
@@ -16,10 +17,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contract import Document, Segment, Word
+from .contract import Document, Result, Segment, Word
 from .io import write_document, write_text_atomic
 
-FORMATS = ("json", "txt", "srt", "vtt", "tsv", "aud")
+FORMATS = ("json", "txt", "srt", "vtt", "tsv", "aud", "rttm")
 ALL_FORMATS = ("json", "txt", "srt", "vtt", "tsv")
 """What "all" writes: WhisperX's default writers (its Audacity writer is optional, so is ours)."""
 
@@ -153,6 +154,17 @@ def _render_aud(document: Document, options: WriterOptions) -> str:
         return f"{segment.start}\t{segment.end}\t{speaker}{_one_line(segment.text)}\n"
 
     return "".join(label(s) for s in document.segments)
+
+
+def _render_rttm(document: Document, options: WriterOptions) -> str:
+    """NIST RTTM, one SPEAKER line per diarization turn; the file id is the audio's name without spaces."""
+    if not isinstance(document, Result) or document.diarization is None:
+        raise ValueError("rttm needs speaker turns: run stage 2 with --diarize")
+    file_id = "_".join(Path(document.audio.path).stem.split()) or "audio"
+    return "".join(
+        f"SPEAKER {file_id} 1 {turn.start:.3f} {turn.end - turn.start:.3f} <NA> <NA> {'_'.join(turn.speaker.split())} <NA> <NA>\n"
+        for turn in document.speaker_turns
+    )
 
 
 def _one_line(text: str) -> str:
@@ -303,4 +315,5 @@ _RENDERERS: dict[str, Callable[[Document, WriterOptions], str]] = {
     "vtt": _render_vtt,
     "tsv": _render_tsv,
     "aud": _render_aud,
+    "rttm": _render_rttm,
 }

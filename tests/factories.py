@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from shared import AudioInfo, DecodingOptions, LanguageInfo, ModelInfo, Provenance, Result, Segment, Transcript, Word
+from shared import (
+    AudioInfo,
+    DecodingOptions,
+    DiarizationInfo,
+    LanguageInfo,
+    ModelInfo,
+    Provenance,
+    Result,
+    Segment,
+    SpeakerTurn,
+    Transcript,
+    Word,
+)
 
 SHA = "ab" * 32
 
@@ -72,12 +84,14 @@ def make_transcript(segments: list[Segment] | None = None, language: str = "en")
     )
 
 
-def make_result(segments: list[Segment], language: str = "en") -> Result:
+def make_result(segments: list[Segment], language: str = "en", turns: list[SpeakerTurn] | None = None) -> Result:
     return Result(
         audio=_audio(segments),
         language=language,
         segments=segments,
         word_segments=[w for s in segments for w in s.words or []],
         model=_model(),
+        speaker_turns=turns or [],
+        diarization=None if turns is None else DiarizationInfo(pipeline="bundled", source="bundled", weights=[]),
         provenance=[provenance("transcribe"), provenance("align_diarize")],
     )

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from shared import io as shared_io
-from shared.contract import Result, Transcript
+from shared.contract import AudioInfo, Result, SpeakerTurn, Transcript
 from shared.errors import StageError
 from shared.io import parse_document
 from shared.writers import ALL_FORMATS, FORMATS, WriterOptions, expand_formats, format_timestamp, render, write_outputs
 
-from .factories import make_result, make_transcript, segment, word
+from .factories import greeting_segments, make_result, make_transcript, segment, word
 
 ALL_OPTIONS = [
     WriterOptions(),
@@ -319,7 +319,8 @@ def test_untimed_words_and_wordless_segments_never_crash(options: WriterOptions)
         ]
     )
     for fmt in FORMATS:
-        render(document, fmt, options)
+        if fmt != "rttm":  # needs speaker turns: test_rttm
+            render(document, fmt, options)
     cues = srt_cues(render(document, "srt", options))
     assert cues[0][0] == "00:00:01,000" and cues[-1][1] == "00:00:03,000"
     assert " ".join(re.sub(r"</?u>|\n", " ", cues[-1][2]).split()).endswith("here")
@@ -341,6 +342,22 @@ def test_unicode_text_and_languages_without_spaces(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- formats and files
+
+
+def test_rttm_lists_speaker_turns_and_needs_them() -> None:
+    turns = [SpeakerTurn(start=0.5, end=2.25, speaker="SPEAKER_00"), SpeakerTurn(start=2.0, end=3.0, speaker="SPEAKER 01")]
+    document = make_result(greeting_segments(), turns=turns).model_copy(update={"audio": _named_audio("my talk.wav")})
+    assert render(document, "rttm") == (
+        "SPEAKER my_talk 1 0.500 1.750 <NA> <NA> SPEAKER_00 <NA> <NA>\nSPEAKER my_talk 1 2.000 1.000 <NA> <NA> SPEAKER_01 <NA> <NA>\n"
+    )
+    with pytest.raises(ValueError, match="--diarize"):
+        render(make_result(greeting_segments()), "rttm")
+    with pytest.raises(ValueError, match="--diarize"):
+        render(make_transcript(), "rttm")
+
+
+def _named_audio(path: str) -> AudioInfo:
+    return make_transcript().audio.model_copy(update={"path": path})
 
 
 def test_expand_formats() -> None:
