@@ -12,9 +12,20 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared.contract import Transcript
+from shared.contract import Result
 from shared.errors import ExitCode, StageError
-from shared.flags import BUNDLED_MODEL, THREADS_FLAG, TRANSCRIBE_FLAGS, WRITER_FLAGS, add_flags, to_argv
+from shared.flags import (
+    ALIGN_FLAGS,
+    BUNDLED_MODEL,
+    DIARIZE_FLAGS,
+    HF_TOKEN_FLAG,
+    STAGE2_MODEL_DIR_FLAG,
+    THREADS_FLAG,
+    TRANSCRIBE_FLAGS,
+    WRITER_FLAGS,
+    add_flags,
+    to_argv,
+)
 from shared.io import TRANSCRIPT_SUFFIX, load_document
 from shared.progress import ProgressEvent
 
@@ -31,13 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     setup = commands.add_parser("setup", help="create/sync both stage environments from their locks and check them")
     setup.add_argument("--force", action="store_true", help="sync and re-check even if nothing changed")
 
-    for name, help_text in (
-        ("transcribe", "stage 1 only: audio -> <name>.transcript.json (+ subtitles)"),
-        ("run", "the whole pipeline on each file"),
-    ):
-        command = commands.add_parser(name, help=help_text)
-        command.add_argument("audio", nargs="+", help="audio or video files")
-        _add_run_flags(command)
+    transcribe = commands.add_parser("transcribe", help="stage 1 only: audio -> <name>.transcript.json (+ subtitles)")
+    transcribe.add_argument("audio", nargs="+", help="audio or video files")
+    _add_run_flags(transcribe)
+
+    run = commands.add_parser("run", help="both stages on each file: transcript, word alignment and, with --diarize, speakers")
+    run.add_argument("audio", nargs="+", help="audio or video files")
+    _add_run_flags(run)
+    _add_stage2_flags(run)
+
+    align = commands.add_parser("align-diarize", help="stage 2 only, from stage 1's JSON: word alignment and, with --diarize, speakers")
+    align.add_argument("transcripts", nargs="+", metavar="TRANSCRIPT", help=f"stage 1's JSON files (<name>{TRANSCRIPT_SUFFIX})")
+    align.add_argument("--audio", default=None, help="the audio stage 1 transcribed, when it has moved (one transcript only)")
+    align.add_argument("--output_dir", "-o", default=None, help="folder for the outputs (default: each transcript's folder)")
+    add_flags(align.add_argument_group("output"), WRITER_FLAGS)
+    add_flags(align, (STAGE2_MODEL_DIR_FLAG, THREADS_FLAG))
+    _add_stage2_flags(align)
 
     demo = commands.add_parser("demo", help="the pipeline on pyannote's sample call with bundled models, offline")
     demo.add_argument("--output_dir", "-o", default="stagewhisper-demo", help="folder for the outputs")
@@ -52,6 +72,23 @@ def _add_run_flags(command: argparse.ArgumentParser) -> None:
     add_flags(command, (THREADS_FLAG,))
 
 
+def _add_stage2_flags(command: argparse.ArgumentParser) -> None:
+    add_flags(command.add_argument_group("stage 2 (alignment)"), ALIGN_FLAGS)
+    add_flags(command.add_argument_group("stage 2 (diarization, always on CPU)"), DIARIZE_FLAGS + (HF_TOKEN_FLAG,))
+
+
+def stage2_argv(args: argparse.Namespace) -> list[str]:
+    """Stage 2's flags from the user's; the HF token goes through the environment, never a logged command line."""
+    argv = to_argv(args, ALIGN_FLAGS + DIARIZE_FLAGS + WRITER_FLAGS)
+    if getattr(args, "model_dir", None):
+        argv += ["--model_dir", args.model_dir]
+    return argv
+
+
+def stage2_env(args: argparse.Namespace) -> dict[str, str]:
+    return {"HF_TOKEN": args.hf_token} if getattr(args, "hf_token", None) else {}
+
+
 def output_names(audio_files: Sequence[str]) -> list[str]:
     """One base name per input: its stem, or its full name / an index where stems collide."""
     stems = Counter(Path(audio).stem for audio in audio_files)
@@ -64,25 +101,61 @@ def output_names(audio_files: Sequence[str]) -> list[str]:
     return names
 
 
-def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = None) -> list[StageOutcome]:
+def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = None, then_stage2: bool = False) -> list[StageOutcome]:
+    """Stage 1 on every file, each followed by stage 2 when asked; a failing file never stops the others."""
     output_dir = Path(args.output_dir)
     stage_argv = to_argv(args, TRANSCRIBE_FLAGS + WRITER_FLAGS)
-    if "--output_format" not in stage_argv:  # the stage's own default is json only
+    if then_stage2:  # stage 2 writes the subtitles, from aligned words
+        stage_argv = [*to_argv(args, TRANSCRIBE_FLAGS), "--output_format", "json"]
+    elif "--output_format" not in stage_argv:  # the stage's own default is json only
         stage_argv += ["--output_format", args.output_format]
     outcomes = []
     with _progress() as progress:
         for audio, name in zip(args.audio, output_names(args.audio), strict=True):
-            task = progress.add_task(f"transcribe {Path(audio).name}", total=None)
-
-            def show(event: ProgressEvent, task: int = task) -> None:
-                if event.kind == "progress":
-                    progress.update(task, total=event.total, completed=event.done)
-
             argv = [audio, "--output_dir", str(output_dir), "--output_name", name, *stage_argv]
-            outcome = run_stage("transcribe", audio, argv, output_dir, args.threads or None, extra_env, on_event=show)
-            progress.update(task, total=1, completed=1, description=_task_label(outcome))
+            outcome = _run_with_progress(progress, "transcribe", audio, argv, output_dir, args.threads, extra_env)
             outcomes.append(outcome)
+            if then_stage2 and outcome.ok:
+                transcript = output_dir / f"{name}{TRANSCRIPT_SUFFIX}"
+                argv2 = [str(transcript), "--output_dir", str(output_dir), *stage2_argv(args)]
+                outcomes.append(
+                    _run_with_progress(progress, "align_diarize", audio, argv2, output_dir, args.threads, _merged(extra_env, args))
+                )
     return outcomes
+
+
+def align_diarize_all(args: argparse.Namespace) -> list[StageOutcome]:
+    """Stage 2 alone on stage 1's JSON files."""
+    if args.audio and len(args.transcripts) > 1:
+        raise StageError(ExitCode.USAGE, "--audio names the audio of one transcript; pass one transcript with it")
+    outcomes = []
+    with _progress() as progress:
+        for transcript in args.transcripts:
+            output_dir = Path(args.output_dir) if args.output_dir else Path(transcript).parent
+            argv = [transcript, "--output_dir", str(output_dir), *stage2_argv(args)]
+            if args.audio:
+                argv += ["--audio", args.audio]
+            outcomes.append(_run_with_progress(progress, "align_diarize", transcript, argv, output_dir, args.threads, stage2_env(args)))
+    return outcomes
+
+
+def _merged(extra_env: dict[str, str] | None, args: argparse.Namespace) -> dict[str, str]:
+    return {**(extra_env or {}), **stage2_env(args)}
+
+
+def _run_with_progress(
+    progress: Progress, stage: str, label: str, argv: list[str], output_dir: Path, threads: int, extra_env: dict[str, str] | None
+) -> StageOutcome:
+    task = progress.add_task(f"{stage} {Path(label).name}", total=None)
+
+    def show(event: ProgressEvent) -> None:
+        if event.kind == "progress":
+            step = f": {event.message}" if event.message else ""
+            progress.update(task, total=event.total, completed=event.done, description=f"{stage} {Path(label).name}{step}")
+
+    outcome = run_stage(stage, label, argv, output_dir, threads or None, extra_env, on_event=show)
+    progress.update(task, total=1, completed=1, description=_task_label(outcome))
+    return outcome
 
 
 def _task_label(outcome: StageOutcome) -> str:
@@ -138,9 +211,11 @@ def command_transcribe(args: argparse.Namespace) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    outcomes = transcribe_all(args)
-    # Stage 2 (alignment + diarization) plugs in here once it lands; stage 1's outputs are final until then.
-    return report(outcomes)
+    return report(transcribe_all(args, then_stage2=True))
+
+
+def command_align_diarize(args: argparse.Namespace) -> int:
+    return report(align_diarize_all(args))
 
 
 def command_demo(args: argparse.Namespace) -> int:
@@ -156,32 +231,44 @@ def command_demo(args: argparse.Namespace) -> int:
             "en",
             "--word_timestamps",
             "True",
+            # No CTC alignment model ships on PyPI: words keep stage 1's cross-attention times.
+            "--no_align",
+            "--diarize",
+            "--diarize_model",
+            "bundled",
             "--output_dir",
             args.output_dir,
             "--threads",
             str(args.threads),
         ]
     )
-    outcomes = transcribe_all(demo_args, extra_env={"HF_HUB_OFFLINE": "1"})  # bundled models only
+    outcomes = transcribe_all(demo_args, extra_env={"HF_HUB_OFFLINE": "1"}, then_stage2=True)  # bundled models only
     code = report(outcomes)
     if code == ExitCode.OK:
-        print_transcript(next(path for path in outcomes[0].outputs if path.name.endswith(TRANSCRIPT_SUFFIX)))
+        print_result(next(path for path in outcomes[-1].outputs if path.suffix == ".json"))
     return code
 
 
-def print_transcript(path: Path) -> None:
-    transcript = load_document(path, Transcript)
-    for segment in transcript.segments:
+def print_result(path: Path) -> None:
+    result = load_document(path, Result)
+    for segment in result.segments:
         speaker = f"[{segment.speaker}] " if segment.speaker else ""
         print(f"[{segment.start:7.2f} -> {segment.end:7.2f}] {speaker}{segment.text.strip()}")
+    stage_times = ", ".join(f"{p.stage} {p.wall_time_s:.1f} s" for p in result.provenance)
     console.print(
-        f"{transcript.audio.duration:.1f} s of audio, model {transcript.model.id} ({transcript.model.dtype}), "
-        f"stage 1 took {transcript.provenance.wall_time_s:.1f} s on {transcript.provenance.device}; outputs in {path.parent}",
+        f"{result.audio.duration:.1f} s of audio, {len(result.speakers)} speakers, model {result.model.id} ({result.model.dtype}); "
+        f"{stage_times}; outputs in {path.parent}",
         highlight=False,
     )
 
 
-COMMANDS = {"setup": command_setup, "transcribe": command_transcribe, "run": command_run, "demo": command_demo}
+COMMANDS = {
+    "setup": command_setup,
+    "transcribe": command_transcribe,
+    "run": command_run,
+    "align-diarize": command_align_diarize,
+    "demo": command_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -113,6 +113,7 @@ class Provenance(_Model):
     tool_version: str
     started_at: str = Field(description="ISO 8601, UTC")
     wall_time_s: Seconds
+    timings: dict[str, Seconds] = Field(default_factory=dict, description="seconds per step, e.g. load_models, align, diarize")
     peak_rss_mib: Annotated[float, Field(ge=0.0)] | None = Field(default=None, description="the stage process's peak resident memory")
     python: str
     platform: str

@@ -81,6 +81,47 @@ TRANSCRIBE_FLAGS = (
     ),
 )
 
+ALIGN_FLAGS = (
+    Flag(
+        "--align_model",
+        {"default": None, "help": "wav2vec2 CTC model: HF repo id, torchaudio bundle or folder (default: WhisperX's per language)"},
+    ),
+    Flag(
+        "--interpolate_method",
+        {
+            "default": "nearest",
+            "choices": ["nearest", "linear", "ignore"],
+            "help": "times for words the CTC model cannot place (digits, symbols): nearest fills the gap between their "
+            "neighbours or shares a neighbour's span when there is no gap; linear always splits the gap; ignore leaves them untimed",
+        },
+    ),
+    Flag("--return_char_alignments", {"action": "store_true", "help": "also write each character's time (segments[].chars)"}),
+    Flag("--no_align", {"action": "store_true", "help": "skip word alignment (keep stage 1's word times, if any)"}),
+    Flag("--align_device", {"default": "cpu", "choices": ["cpu", "cuda", "mps"], "help": "where alignment runs (diarization is CPU only)"}),
+)
+
+DIARIZE_FLAGS = (
+    Flag("--diarize", {"action": "store_true", "help": "find speakers and give every word and segment one"}),
+    Flag(
+        "--diarize_model",
+        {
+            "default": "pyannote/speaker-diarization-3.1",
+            "help": "pyannote pipeline: HF id (gated: needs --hf_token), config.yaml, or bundled (offline)",
+        },
+    ),
+    Flag("--num_speakers", {"type": int, "default": None, "help": "exact number of speakers, when known"}),
+    Flag("--min_speakers", {"type": int, "default": None}),
+    Flag("--max_speakers", {"type": int, "default": None}),
+    Flag("--speaker_embeddings", {"action": "store_true", "help": "write each speaker's embedding into the JSON"}),
+)
+
+STAGE2_MODEL_DIR_FLAG = Flag("--model_dir", {"default": None, "help": "cache folder for alignment/diarization models"})
+
+# Never forwarded on a command line (logs keep command lines): the orchestrator passes it as HF_TOKEN.
+HF_TOKEN_FLAG = Flag(
+    "--hf_token", {"default": None, "help": "Hugging Face token for gated models (default: $HF_TOKEN); never written anywhere"}
+)
+
 THREADS_FLAG = Flag("--threads", {"type": int, "default": 0, "help": "CPU threads (0: the machine's performance cores)"})
 
 
@@ -96,5 +137,8 @@ def to_argv(args: argparse.Namespace, flags: tuple[Flag, ...]) -> list[str]:
         value = getattr(args, flag.dest)
         if value == flag.options.get("default"):
             continue
-        argv += [flag.name, "None" if value is None else str(value)]
+        if flag.options.get("action") == "store_true":
+            argv.append(flag.name)
+        else:
+            argv += [flag.name, "None" if value is None else str(value)]
     return argv

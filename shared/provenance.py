@@ -71,13 +71,20 @@ def peak_rss_mib() -> float | None:
 
 
 def build_provenance(
-    stage: str, packages: list[str], started_at: str, wall_time_s: float, device: str, extra_env: dict[str, str] | None = None
+    stage: str,
+    packages: list[str],
+    started_at: str,
+    wall_time_s: float,
+    device: str,
+    extra_env: dict[str, str] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> Provenance:
     return Provenance(
         stage=stage,  # type: ignore[arg-type]
         tool_version=package_versions([TOOL_DISTRIBUTION]).get(TOOL_DISTRIBUTION, "unknown"),
         started_at=started_at,
         wall_time_s=round(wall_time_s, 3),
+        timings={step: round(seconds, 3) for step, seconds in (timings or {}).items()},
         peak_rss_mib=peak_rss_mib(),
         python=sys.version.split()[0],
         platform=f"{platform.system()}-{platform.machine()}",

