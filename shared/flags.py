@@ -135,10 +135,8 @@ def to_argv(args: argparse.Namespace, flags: tuple[Flag, ...]) -> list[str]:
     argv: list[str] = []
     for flag in flags:
         value = getattr(args, flag.dest)
-        if value == flag.options.get("default"):
-            continue
         if flag.options.get("action") == "store_true":
-            argv.append(flag.name)
-        else:
+            argv += [flag.name] if value else []
+        elif value != flag.options.get("default"):
             argv += [flag.name, "None" if value is None else str(value)]
     return argv

@@ -41,3 +41,24 @@ def sample_reference_text() -> str:
     """The sample's reference transcript, from pyannote.audio 4.0.7's sample.stm (MIT)."""
     lines = (DATA / "sample.stm").read_text(encoding="utf-8").splitlines()
     return " ".join(line.split(maxsplit=5)[5] for line in lines if line.strip())
+
+
+@pytest.fixture(scope="session")
+def align_python(stage_envs: dict[str, Path]) -> Path:
+    return stage_envs["align_diarize"]
+
+
+@pytest.fixture(scope="session")
+def sample_rttm(sample_wav: Path) -> Path:
+    """The sample's reference speaker turns (10 turns, two speakers, 1.87 s of overlap)."""
+    return sample_wav.with_suffix(".rttm")
+
+
+@pytest.fixture(scope="session")
+def random_ctc_model(tmp_path_factory: pytest.TempPathFactory, align_python: Path) -> Path:
+    """A small random-init wav2vec2 CTC folder (no CTC model ships on PyPI): for alignment plumbing, not accuracy."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("models") / "random-ctc"
+    subprocess.run([str(align_python), str(Path(__file__).parent / "env_scripts" / "random_ctc_model.py"), str(folder)], check=True)
+    return folder
