@@ -195,9 +195,11 @@ def test_local_multilingual_mlx_model_detects_language(tmp_path: Path, sample_wa
     assert transcript.language == transcript.language_info.code and transcript.decoding.language == transcript.language
 
 
-def test_demo_prints_the_transcript(tmp_path: Path) -> None:
+def test_demo_prints_the_transcript_with_speakers(tmp_path: Path) -> None:
     """The README's first command, minus installing uv."""
     result = subprocess.run(["stagewhisper", "demo", "--output_dir", str(tmp_path)], capture_output=True, text=True, env=_offline_env())
     assert result.returncode == 0, result.stderr
     assert "This is Diane in New Jersey." in result.stdout
-    assert (tmp_path / "sample.transcript.json").is_file() and (tmp_path / "sample.srt").is_file()
+    assert "[SPEAKER_00]" in result.stdout and "[SPEAKER_01]" in result.stdout
+    for name in ("sample.transcript.json", "sample.json", "sample.srt", "sample.rttm"):
+        assert (tmp_path / name).is_file(), name
