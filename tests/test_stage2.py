@@ -65,7 +65,7 @@ def aligned(tmp_path_factory: pytest.TempPathFactory, transcript_path: Path, ran
     output_dir = work / "out"
     result = stagewhisper(
         "align-diarize", edited, "--audio", transcript_path.parent / "call.wav", "--align_model", random_ctc_model,
-        "--return_char_alignments", "--diarize", "--diarize_model", "bundled", "--output_dir", output_dir,
+        "--return_char_alignments", "--diarize", "--diarize_model", "bundled", "--speaker_embeddings", "--output_dir", output_dir,
     )  # fmt: skip
     return Run(result.returncode, result.stderr, output_dir)
 
@@ -124,6 +124,8 @@ def test_every_word_has_a_speaker_and_outputs_are_written(aligned: Run) -> None:
     assert all(word.speaker for word in result.word_segments)
     assert all(segment.speaker for segment in result.segments)
     assert {speaker.id for speaker in result.speakers} == {turn.speaker for turn in result.speaker_turns}
+    for speaker in result.speakers:  # --speaker_embeddings: each speaker's centroid, GE2E's 256 dimensions
+        assert speaker.embedding is not None and len(speaker.embedding) == 256
     assert result.diarization is not None and result.diarization.source == "bundled" and len(result.diarization.weights) == 2
     assert [p.stage for p in result.provenance] == ["transcribe", "align_diarize"]
     assert result.provenance[1].packages["numpy"].startswith("1.") and "align" in result.provenance[1].timings
