@@ -24,7 +24,9 @@ N_MELS = 40
 EMBEDDING_DIM = 256
 PARTIAL_FRAMES = 160  # GE2E was trained and is used on 1.6 s partial utterances
 PARTIAL_STEP = 77  # Resemblyzer's default of 1.3 partials per second
-TARGET_DBFS = -30.0  # Resemblyzer raises quiet speech to this level before the mel
+TARGET_DBFS = -30.0  # Resemblyzer's speech level before the mel
+# Frames this far below an item's loud frames are pauses: dropped, standing in for Resemblyzer's webrtcvad trimming.
+SILENCE_GATE_DB = 15.0
 # Less speech than this gives d-vectors far from both speakers, which break agglomerative clustering
 # (measured: benchmarks/diarization_tuning.py). Such items get NaN, as pyannote's own WeSpeaker ONNX wrapper does.
 MIN_SPEECH_SECONDS = 1.0
@@ -44,9 +46,10 @@ class GE2EEmbedding(Model):
 
     `forward(waveforms (B, 1, N), weights (B, F) | None)` embeds, per item, only the frames where `weights`
     is positive (the pipeline's speaker masks, resampled to mel frames), cut in 1.6 s partials whose
-    embeddings are averaged and L2-normalised, as Resemblyzer's `embed_utterance`. An item with less than
-    `min_speech_seconds` of active frames gets NaN, which pyannote's clustering leaves out; a waveform
-    shorter than that without weights raises ValueError (pyannote probes `min_num_samples` that way).
+    embeddings are averaged and L2-normalised, as Resemblyzer's `embed_utterance`. Before that, pauses are
+    dropped and the speech level is set to -30 dBFS. An item with less than `min_speech_seconds` of speech
+    gets NaN, which pyannote's clustering leaves out; a waveform shorter than that without weights raises
+    ValueError (pyannote probes `min_num_samples` that way).
     """
 
     def __init__(self, sample_rate: int = SAMPLE_RATE, num_channels: int = 1, min_speech_seconds: float = MIN_SPEECH_SECONDS) -> None:
@@ -89,14 +92,20 @@ class GE2EEmbedding(Model):
             raise ValueError(f"GE2E needs at least {self.min_num_samples} samples, got {num_samples}")
         embeddings = torch.full((batch, EMBEDDING_DIM), float("nan"), device=waveforms.device)
         active = active_frames(weights, batch, 1 + num_samples // HOP_LENGTH, waveforms.device)
-        usable = (active.sum(dim=1) >= self.min_speech_frames).nonzero()[:, 0]
-        if usable.numel() == 0:
-            return embeddings  # skip all work: inactive or too little speech
-        waveforms, active = waveforms[usable], active[usable]
-        mels = self.mel_frames(waveforms) * volume_gain(waveforms[:, 0], active)[:, None, None]
-        windows, owners = partial_windows(mels, active)
-        sums = torch.zeros(usable.numel(), EMBEDDING_DIM, device=mels.device).index_add_(0, owners, self.embed_partials(windows))
-        embeddings[usable] = F.normalize(sums, dim=1)
+        candidates = (active.sum(dim=1) >= self.min_speech_frames).nonzero()[:, 0]
+        if candidates.numel() == 0:
+            return embeddings  # inactive speakers (or too little speech): no mel, no LSTM
+        mels = self.mel_frames(waveforms[candidates])
+        speech = active[candidates] & ~pauses(mels, active[candidates])
+        keep = speech.sum(dim=1) >= self.min_speech_frames
+        if not keep.any():
+            return embeddings
+        items, mels, speech = candidates[keep], mels[keep], speech[keep]
+        mels = mels * volume_gain(waveforms[items, 0], speech)[:, None, None]
+        windows, owners = partial_windows(mels, speech)
+        sums = torch.zeros(items.numel(), EMBEDDING_DIM, device=mels.device).index_add_(0, owners, self.embed_partials(windows))
+        # an all-zero ReLU output has no direction: NaN, not a zero vector that breaks cosine distances
+        embeddings[items] = torch.where(sums.norm(dim=1, keepdim=True) > 0, F.normalize(sums, dim=1), float("nan"))
         return embeddings
 
     def embed_partials(self, windows: torch.Tensor) -> torch.Tensor:
@@ -113,9 +122,17 @@ def active_frames(weights: torch.Tensor | None, batch: int, num_frames: int, dev
     return resampled > 0.5  # as pyannote's own WeSpeaker wrapper
 
 
+def pauses(mels: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: active frames more than SILENCE_GATE_DB below the item's loud (95th percentile) frames."""
+    energy_db = 10 * torch.log10(mels.sum(dim=2) + 1e-12)
+    loud_db = torch.nanquantile(energy_db.masked_fill(~active, float("nan")), 0.95, dim=1, keepdim=True)
+    return active & (energy_db < loud_db - SILENCE_GATE_DB)
+
+
 def volume_gain(waveforms: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """(B,) power gain raising each item's active speech to -30 dBFS (never lowering), as Resemblyzer's
-    `normalize_volume(increase_only=True)`; the LSTM reads linear mel power, so level matters."""
+    """(B,) power gain setting each item's active speech to -30 dBFS. Resemblyzer only raises quiet speech;
+    we also lower loud speech: the LSTM reads linear mel power, so the level moves the d-vector (measured on
+    the 10x sample with a different gain per repeat)."""
     batch, num_frames = active.shape
     # mean square of the 160 samples around each (centred) mel frame
     squared = F.pad(waveforms.square(), (HOP_LENGTH // 2, HOP_LENGTH // 2))
@@ -123,8 +140,7 @@ def volume_gain(waveforms: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     frame_power = squared[:, : num_frames * HOP_LENGTH].reshape(batch, num_frames, HOP_LENGTH).mean(dim=2)
     count = active.sum(dim=1).clamp(min=1)
     speech_power = ((frame_power * active).sum(dim=1) / count).clamp(min=1e-10)
-    gain_db = (TARGET_DBFS - 10 * torch.log10(speech_power)).clamp(min=0.0)
-    return 10 ** (gain_db / 10)
+    return 10 ** ((TARGET_DBFS - 10 * torch.log10(speech_power)) / 10)
 
 
 def partial_starts(num_frames: int) -> list[int]:

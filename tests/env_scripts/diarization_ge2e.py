@@ -53,10 +53,7 @@ def mel_check(model: GE2EEmbedding, samples: np.ndarray) -> dict[str, float]:
 def chunk_masks(chunk_start: float, turns: dict[str, list[tuple[float, float]]]) -> dict[str, np.ndarray]:
     """(293,) frame masks of each speaker's reference turns inside the 5 s chunk starting at `chunk_start`."""
     centres = chunk_start + (np.arange(NUM_MASK_FRAMES) + 0.5) * 5.0 / NUM_MASK_FRAMES
-    return {
-        label: np.any([(centres >= s) & (centres < e) for s, e in spans], axis=0).astype(np.float32)
-        for label, spans in turns.items()
-    }
+    return {label: np.any([(centres >= s) & (centres < e) for s, e in spans], axis=0).astype(np.float32) for label, spans in turns.items()}
 
 
 def two_speaker_chunk(duration: float, turns: dict[str, list[tuple[float, float]]]) -> float:
@@ -110,6 +107,7 @@ def main() -> None:
                     "metric": pipeline_view.metric,
                     "min_num_samples": pipeline_view.min_num_samples,
                 },
+                "model_min_num_samples": model.min_num_samples,
                 "specifications": {"problem": model.specifications.problem.name, "resolution": model.specifications.resolution.name},
                 "finite": all(math.isfinite(x) for x in masked[:2].ravel().tolist()),
             }
