@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from shared.errors import ExitCode
 from shared.progress import ProgressEvent, parse
@@ -46,9 +47,22 @@ def log_path_for(output_dir: Path, audio: str, stage: str) -> Path:
             return folder / name
     except OSError:
         pass
+    return fallback_log_path(name)
+
+
+def fallback_log_path(name: str) -> Path:
     fallback = Path(tempfile.gettempdir()) / "stagewhisper-logs"
     fallback.mkdir(parents=True, exist_ok=True)
     return fallback / name
+
+
+def open_log(log_path: Path) -> tuple[Path, TextIO]:
+    """The log opened for writing; a full disk (or a folder that refuses files as root) falls back to the temp folder."""
+    try:
+        return log_path, log_path.open("w", encoding="utf-8")
+    except OSError:
+        log_path = fallback_log_path(log_path.name)
+        return log_path, log_path.open("w", encoding="utf-8")
 
 
 def run_stage(
@@ -68,7 +82,8 @@ def run_stage(
     env.update(extra_env or {})
     command = [str(python), "-m", f"stages.{stage}", *argv]
     outputs: list[Path] = []
-    with log_path.open("w", encoding="utf-8") as log:
+    log_path, log_file = open_log(log_path)
+    with log_file as log:
         log.write(f"$ {shlex.join(command)}\n")
         log.write("".join(f"# {key}={value}\n" for key, value in sorted(recorded_settings(env).items())))
         log.flush()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -29,7 +31,8 @@ def load_document(path: str | os.PathLike[str], kind: type[DocumentT]) -> Docume
         raise StageError(ExitCode.BAD_DOCUMENT, f"{path}: cannot read ({error.strerror})") from None
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    # ValueError covers JSONDecodeError, UnicodeDecodeError and ints past Python's digit limit; RecursionError, deep nesting.
+    except (ValueError, RecursionError) as error:
         raise StageError(ExitCode.BAD_DOCUMENT, f"{path}: not valid JSON ({_first_line(error)})") from None
     return parse_document(data, kind, source=str(path))
 
@@ -60,15 +63,53 @@ def describe_validation_error(error: ValidationError) -> str:
     """The first problem as 'segments[3].words[2].end: message (+N more)'."""
     problems = error.errors(include_url=False)
     first = problems[0]
-    location = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
-    message = first["msg"].removeprefix("Value error, ")
+    location = "".join(f"[{part}]" if isinstance(part, int) else f".{_printable(part)}" for part in first["loc"]).lstrip(".")
+    message = _printable(first["msg"].removeprefix("Value error, "))
     more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"{location or '<root>'}: {message}{more}"
 
 
+def _printable(text: str) -> str:
+    """Keys and values come from the file: escape control characters so the error stays one line."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write via a unique temp file in the same folder, fsync, then rename: never a partial file."""
-    path = Path(path)
+    return write_texts_atomic([(Path(path), text)])[0]
+
+
+def write_texts_atomic(files: Sequence[tuple[Path, str]]) -> list[Path]:
+    """Write several files all or none: each to a temp file beside it (fsynced), then rename them in order.
+
+    Renames need no space, so once every temp file is written the set completes; any failure before removes them all.
+    """
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, text in files:
+            staged.append((_stage_text(path, text), path))
+    except BaseException:
+        for temp_name, _ in staged:
+            _remove_quietly(temp_name)
+        raise
+    renamed: list[Path] = []
+    for temp_name, path in staged:
+        try:
+            os.replace(temp_name, path)
+        except OSError as error:  # rare (permissions changed, a folder in the way): take back the whole set
+            for leftover, _ in staged[len(renamed) :]:
+                _remove_quietly(leftover)
+            for done in renamed:
+                _remove_quietly(str(done))
+            raise StageError(
+                ExitCode.OUTPUT_UNWRITABLE, f"{path}: cannot write ({error.strerror}); free space or choose another --output_dir"
+            ) from None
+        renamed.append(path)
+    return renamed
+
+
+def _stage_text(path: Path, text: str) -> str:
+    """`text` in a fsynced temp file beside `path`; returns its name. A failure leaves nothing behind."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -79,7 +120,6 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp_name, path)
     except OSError as error:
         _remove_quietly(temp_name)
         raise StageError(
@@ -88,7 +128,32 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     except BaseException:
         _remove_quietly(temp_name)
         raise
-    return path
+    return temp_name
+
+
+@contextmanager
+def atomic_binary_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary handle on a unique temp file beside PATH, renamed to PATH only if the block completes."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise StageError(ExitCode.OUTPUT_UNWRITABLE, f"{path}: cannot write ({error.strerror}); choose another output path") from None
+    try:
+        with os.fdopen(fd, "w+b") as handle:  # readable too: zipfile may read back what it wrote
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except OSError as error:
+        _remove_quietly(temp_name)
+        raise StageError(
+            ExitCode.OUTPUT_UNWRITABLE, f"{path}: cannot write ({error.strerror}); free space or choose another output path"
+        ) from None
+    except BaseException:
+        _remove_quietly(temp_name)
+        raise
 
 
 def write_document(path: str | os.PathLike[str], document: BaseModel) -> Path:

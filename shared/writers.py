@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .contract import Document, Result, Segment, Word
-from .io import write_document, write_text_atomic
+from .io import write_texts_atomic
 
 FORMATS = ("json", "txt", "srt", "vtt", "tsv", "aud", "rttm")
 ALL_FORMATS = ("json", "txt", "srt", "vtt", "tsv")
@@ -90,19 +90,23 @@ def write_outputs(
     basename: str,
     formats: str | Iterable[str],
     options: WriterOptions | None = None,
+    json_path: str | Path | None = None,
 ) -> list[Path]:
-    """Write `<output_dir>/<basename>.<ext>` for each format, each atomically; everything is rendered first."""
+    """Write `<output_dir>/<basename>.<ext>` for each format (json to `json_path` if given), all or none.
+
+    Every file is rendered and written to a temp file first; only when all are on disk are they renamed, json
+    last (its presence means the stage finished). A full disk or unwritable folder leaves no output at all.
+    """
     if not basename or "/" in basename or "\\" in basename or basename in (".", ".."):
         raise ValueError(f"basename must be a plain file name, got {basename!r}")
     output_dir = Path(output_dir)
     options = options or WriterOptions()
-    selected = expand_formats(formats)
-    texts = {fmt: render(document, fmt, options) for fmt in selected if fmt != "json"}
-    paths: list[Path] = []
-    for fmt in selected:
-        path = output_dir / f"{basename}.{fmt}"
-        paths.append(write_document(path, document) if fmt == "json" else write_text_atomic(path, texts[fmt]))
-    return paths
+    selected = sorted(expand_formats(formats), key=lambda fmt: fmt == "json")  # json last, others in order
+    files = [
+        (Path(json_path) if fmt == "json" and json_path else output_dir / f"{basename}.{fmt}", render(document, fmt, options))
+        for fmt in selected
+    ]
+    return write_texts_atomic(files)
 
 
 # ---------------------------------------------------------------- timestamps

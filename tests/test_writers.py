@@ -12,7 +12,7 @@ import pytest
 
 from shared import io as shared_io
 from shared.contract import AudioInfo, Result, SpeakerTurn, Transcript
-from shared.errors import StageError
+from shared.errors import ExitCode, StageError
 from shared.io import parse_document
 from shared.writers import ALL_FORMATS, FORMATS, WriterOptions, expand_formats, format_timestamp, render, write_outputs
 
@@ -382,9 +382,19 @@ def test_render_rejects_unknown_format(dialogue: Result) -> None:
 def test_write_outputs_writes_every_format_and_nothing_else(dialogue: Result, tmp_path: Path) -> None:
     out = tmp_path / "new" / "dir"
     paths = write_outputs(dialogue, out, "talk", ["all", "aud"], WriterOptions(max_line_width=12))
-    assert [p.name for p in paths] == ["talk.json", "talk.txt", "talk.srt", "talk.vtt", "talk.tsv", "talk.aud"]
+    assert [p.name for p in paths] == ["talk.txt", "talk.srt", "talk.vtt", "talk.tsv", "talk.aud", "talk.json"]  # json renamed last
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)
     assert (out / "talk.srt").read_text(encoding="utf-8") == render(dialogue, "srt", WriterOptions(max_line_width=12))
+
+
+def test_write_outputs_is_all_or_nothing(dialogue: Result, tmp_path: Path) -> None:
+    """The last file cannot be written (its folder would be under a file): none of the others appears either."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(StageError) as caught:
+        write_outputs(dialogue, tmp_path, "talk", ["all"], json_path=blocker / "talk.json")
+    assert caught.value.exit_code == ExitCode.OUTPUT_UNWRITABLE and "blocker" in caught.value.message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]  # no outputs, no temp files
 
 
 def test_write_outputs_renders_everything_before_writing(dialogue: Result, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -87,8 +87,9 @@ def run(args: argparse.Namespace) -> Path:
     if args.diarize and "rttm" not in formats:
         formats.append("rttm")
     others = [name for name in formats if name != "json"]
-    written = write_outputs(result, output_dir, stem, others, WriterOptions(args.max_line_width, args.max_line_count, args.highlight_words))
-    json_path = write_outputs(result, output_dir, stem, ["json"])[0]  # last: its presence means the stage finished
+    writer_options = WriterOptions(args.max_line_width, args.max_line_count, args.highlight_words)
+    # all or none, the JSON renamed last: its presence means the stage finished
+    *written, json_path = write_outputs(result, output_dir, stem, [*others, "json"], writer_options)
     for path in [json_path, *written]:
         emit(ProgressEvent(stage=STAGE, file=str(transcript_path), done=1, total=1, kind="output", message=str(path)))
     return json_path

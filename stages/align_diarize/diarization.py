@@ -111,7 +111,7 @@ def diarize(
             return_embeddings=True,
             hook=_pyannote_hook(on_progress),
         )
-    turns, names = _relabelled_turns(annotation)
+    turns, names = _relabelled_turns(annotation, duration=len(audio) / SAMPLE_RATE)
     embeddings = None
     if options.speaker_embeddings and centroids is not None:
         labels = annotation.labels()  # pyannote orders centroids like its sorted labels
@@ -119,13 +119,19 @@ def diarize(
     return Diarization(turns=turns, embeddings=embeddings, info=info)
 
 
-def _relabelled_turns(annotation: Any) -> tuple[list[SpeakerTurn], dict[str, str]]:
-    """Turns in time order, speakers renamed SPEAKER_00, SPEAKER_01, ... by first appearance."""
+def _relabelled_turns(annotation: Any, duration: float) -> tuple[list[SpeakerTurn], dict[str, str]]:
+    """Turns in time order, clipped to the audio, speakers renamed SPEAKER_00, SPEAKER_01, ... by first appearance.
+
+    Why clip: pyannote's frames are centred on 5 s windows, so a clip shorter than a window gets turns past its end.
+    """
     names: dict[str, str] = {}
     turns = []
     for segment, _, label in sorted(annotation.itertracks(yield_label=True), key=lambda track: (track[0].start, track[0].end)):
+        start, end = round(max(segment.start, 0.0), 3), round(min(segment.end, duration), 3)
+        if end <= start:
+            continue
         names.setdefault(label, f"SPEAKER_{len(names):02d}")
-        turns.append(SpeakerTurn(start=round(segment.start, 3), end=round(segment.end, 3), speaker=names[label]))
+        turns.append(SpeakerTurn(start=start, end=end, speaker=names[label]))
     return turns, names
 
 

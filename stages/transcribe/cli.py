@@ -11,7 +11,7 @@ from pathlib import Path
 from shared.contract import DecodingOptions
 from shared.errors import ExitCode, StageError
 from shared.flags import THREADS_FLAG, TRANSCRIBE_FLAGS, WRITER_FLAGS, add_flags
-from shared.io import TRANSCRIPT_SUFFIX, write_document
+from shared.io import TRANSCRIPT_SUFFIX
 from shared.progress import ProgressEvent, emit
 from shared.provenance import THREAD_ENV_VARS
 
@@ -67,11 +67,9 @@ def run(args: argparse.Namespace) -> Path:
     stem = args.output_name or Path(args.audio).stem
     json_path = Path(args.output) if args.output else output_dir / f"{stem}{TRANSCRIPT_SUFFIX}"
     subtitles = [name for name in formats if name != "json"]  # the transcript JSON is the json output
-    written = []
-    if subtitles:
-        writer_options = WriterOptions(args.max_line_width, args.max_line_count, args.highlight_words)
-        written = write_outputs(transcript, output_dir, stem, subtitles, writer_options)
-    write_document(json_path, transcript)  # last: its presence means the stage finished
+    writer_options = WriterOptions(args.max_line_width, args.max_line_count, args.highlight_words)
+    # all or none, the transcript JSON renamed last: its presence means the stage finished
+    *written, json_path = write_outputs(transcript, output_dir, stem, [*subtitles, "json"], writer_options, json_path=json_path)
     for path in [json_path, *written]:
         emit(
             ProgressEvent(
