@@ -146,3 +146,51 @@ def test_read_only_output_folder_is_one_clear_error(tmp_path: Path) -> None:
         assert len(errors) == 1 and "Read-only file system" in errors[0] and "--output_dir" in errors[0], result.stderr
         assert "(log: " in errors[0] and Path(errors[0].rsplit("(log: ", 1)[1].rstrip(")")).is_file()
         assert list(output_dir.iterdir()) == []
+
+
+def test_a_stage_killed_mid_run_is_reported_and_the_next_file_still_runs(tmp_path: Path, sample_wav: Path) -> None:
+    """kill -9 of the first file's stage process: exit 8 with its log path, no half-written output, file 2 done."""
+    doomed, survivor = tmp_path / "doomed.wav", tmp_path / "survivor.wav"
+    shutil.copy(sample_wav, doomed)
+    shutil.copy(sample_wav, survivor)
+    output_dir = tmp_path / "out"
+    command = ["stagewhisper", "transcribe", doomed, survivor, "--model", "bundled-tiny.en", "--language", "en", "--output_dir", output_dir]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
+    with subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env) as run:
+        killed = _kill_stage_of(doomed, deadline_s=60)
+        _, stderr = run.communicate(timeout=300)
+    assert killed, "the stage process of the first file never showed up"
+    assert run.returncode == ExitCode.STAGE_CRASHED, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "doomed.wav" in errors[0] and "SIGKILL" in errors[0] and "(log: " in errors[0], stderr
+    assert (output_dir / "survivor.transcript.json").is_file()
+    assert not [path.name for path in output_dir.iterdir() if "doomed" in path.name]  # nor any temp file
+
+
+def _kill_stage_of(audio: Path, deadline_s: float) -> bool:
+    """SIGKILL the stage process working on `audio` once it has run a moment (it is then loading or decoding)."""
+    import signal
+    import time
+
+    started = time.monotonic()
+    while time.monotonic() - started < deadline_s:
+        found = _pids_running(["-m", "stages.transcribe", str(audio)])
+        if found:
+            time.sleep(1.5)
+            for pid in found:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _pids_running(arguments: list[str]) -> list[str]:
+    """PIDs whose command line contains `arguments` in a row (read from /proc, Linux)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
+            if any(argv[i : i + len(arguments)] == arguments for i in range(len(argv))):
+                pids.append(cmdline.parent.name)
+    return pids
