@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,8 +31,8 @@ from shared.flags import (
 from shared.io import TRANSCRIPT_SUFFIX, load_document
 from shared.progress import ProgressEvent
 
-from . import assets, envs, runtime
-from .stage_runner import StageOutcome, run_stage
+from . import assets, envs, pack, runtime
+from .stage_runner import StageOutcome, log_path_for, run_stage
 
 console = Console(stderr=True)
 
@@ -51,13 +53,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(run)
     _add_stage2_flags(run)
 
-    align = commands.add_parser("align-diarize", help="stage 2 only, from stage 1's JSON: word alignment and, with --diarize, speakers")
-    align.add_argument("transcripts", nargs="+", metavar="TRANSCRIPT", help=f"stage 1's JSON files (<name>{TRANSCRIPT_SUFFIX})")
-    align.add_argument("--audio", default=None, help="the audio stage 1 transcribed, when it has moved (one transcript only)")
-    align.add_argument("--output_dir", "-o", default=None, help="folder for the outputs (default: each transcript's folder)")
+    align = commands.add_parser(
+        "align-diarize", help="stage 2 only, from stage 1's JSON or a pack: word alignment and, with --diarize, speakers"
+    )
+    align.add_argument(
+        "transcripts",
+        nargs="+",
+        metavar="INPUT",
+        help=f"stage 1's JSON files (<name>{TRANSCRIPT_SUFFIX}) and/or packs (<name>{pack.PACK_SUFFIX}, from `stagewhisper pack`)",
+    )
+    align.add_argument(
+        "--audio", default=None, help="the audio stage 1 transcribed, when it has moved or the pack has none (one input only)"
+    )
+    align.add_argument("--output_dir", "-o", default=None, help="folder for the outputs (default: each input's folder)")
+    align.add_argument(
+        "--pack-result",
+        action="store_true",
+        help=f"also write the outputs as one file, <name>{pack.RESULT_PACK_SUFFIX}, to send back",
+    )
     add_flags(align.add_argument_group("output"), WRITER_FLAGS)
     add_flags(align, (STAGE2_MODEL_DIR_FLAG, THREADS_FLAG))
     _add_stage2_flags(align)
+
+    packer = commands.add_parser(
+        "pack", help=f"one portable file ({pack.PACK_SUFFIX}) with a transcript and its audio, for stage 2 on another machine"
+    )
+    packer.add_argument("transcript", help=f"stage 1's JSON (<name>{TRANSCRIPT_SUFFIX})")
+    packer.add_argument(
+        "--output", "-o", default=None, help=f"the pack file or a folder (default: <name>{pack.PACK_SUFFIX} beside the transcript)"
+    )
+    packer.add_argument("--audio", default=None, help="the audio stage 1 transcribed, when it has moved")
+    packer.add_argument(
+        "--no-audio", action="store_true", help="leave the audio out (only its sha256 and size): pass --audio to align-diarize"
+    )
 
     demo = commands.add_parser("demo", help="the pipeline on pyannote's sample call with bundled models, offline")
     demo.add_argument("--output_dir", "-o", default="stagewhisper-demo", help="folder for the outputs")
@@ -125,18 +153,64 @@ def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = 
 
 
 def align_diarize_all(args: argparse.Namespace) -> list[StageOutcome]:
-    """Stage 2 alone on stage 1's JSON files."""
+    """Stage 2 alone on stage 1's JSON files and packs, in one list; a failing input never stops the others."""
     if args.audio and len(args.transcripts) > 1:
-        raise StageError(ExitCode.USAGE, "--audio names the audio of one transcript; pass one transcript with it")
+        raise StageError(ExitCode.USAGE, "--audio names the audio of one input; pass one transcript or pack with it")
     outcomes = []
     with _progress() as progress:
-        for transcript in args.transcripts:
-            output_dir = Path(args.output_dir) if args.output_dir else Path(transcript).parent
-            argv = [transcript, "--output_dir", str(output_dir), *stage2_argv(args)]
-            if args.audio:
-                argv += ["--audio", args.audio]
-            outcomes.append(_run_with_progress(progress, "align_diarize", transcript, argv, output_dir, args.threads, stage2_env(args)))
+        for item in args.transcripts:
+            output_dir = Path(args.output_dir) if args.output_dir else Path(item).parent
+            if pack.is_pack(Path(item)):
+                outcome = _align_diarize_pack(progress, Path(item), output_dir, args)
+            else:
+                argv = [str(Path(item).absolute()), "--output_dir", str(output_dir.absolute()), *stage2_argv(args)]
+                if args.audio:
+                    argv += ["--audio", str(Path(args.audio).absolute())]
+                outcome = _run_with_progress(progress, "align_diarize", item, argv, output_dir, args.threads, stage2_env(args))
+            if args.pack_result and outcome.ok:
+                _add_result_pack(outcome, output_dir)
+            outcomes.append(outcome)
     return outcomes
+
+
+def _align_diarize_pack(progress: Progress, pack_path: Path, output_dir: Path, args: argparse.Namespace) -> StageOutcome:
+    """Verify and unpack into a private temp folder, then stage 2 exactly as for a transcript, outputs named after the pack."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="stagewhisper-pack-") as unpack_dir:
+        try:
+            unpacked = pack.unpack_transcript_pack(pack_path, Path(unpack_dir))
+            audio = pack.check_given_audio(unpacked, Path(args.audio) if args.audio else None)
+        except StageError as error:  # refused before any stage ran: the log is the only file written
+            return _refused(pack_path, output_dir, error, time.perf_counter() - started)
+        # Absolute paths: the stage process runs in the repository root, not in the user's folder.
+        argv = [str(unpacked.transcript), "--output_dir", str(output_dir.absolute()), "--output_name", unpacked.output_name]
+        argv += [*stage2_argv(args), "--audio", str(audio.absolute())]
+        outcome = _run_with_progress(progress, "align_diarize", str(pack_path), argv, output_dir, args.threads, stage2_env(args))
+        # The unpacked copy vanishes with the temp folder: name the pack in the error instead.
+        outcome.error = outcome.error.replace(f"{unpack_dir}/", f"{pack_path}:")
+    return outcome
+
+
+def _refused(label: Path, output_dir: Path, error: StageError, seconds: float) -> StageOutcome:
+    log_path = log_path_for(output_dir, str(label), "align_diarize")
+    try:
+        log_path.write_text(f"stagewhisper align_diarize: error: {error.message}\n", encoding="utf-8")
+    except OSError:  # a log we cannot write must not hide the refusal itself
+        pass
+    shown = error.message.removeprefix(f"{label}: ")  # the report names the input already
+    return StageOutcome("align_diarize", str(label), int(error.exit_code), seconds, log_path, error=shown)
+
+
+def _add_result_pack(outcome: StageOutcome, output_dir: Path) -> None:
+    """<name>.result.swpack beside the outputs; failing to write it fails the input (its outputs stay)."""
+    result_json = next((path for path in outcome.outputs if path.suffix == ".json"), None)
+    if result_json is None:
+        return
+    destination = output_dir / f"{result_json.stem}{pack.RESULT_PACK_SUFFIX}"
+    try:
+        outcome.outputs.append(pack.create_result_pack(outcome.outputs, destination))
+    except StageError as error:
+        outcome.exit_code, outcome.error = int(error.exit_code), error.message
 
 
 def _merged(extra_env: dict[str, str] | None, args: argparse.Namespace) -> dict[str, str]:
@@ -187,7 +261,9 @@ def report(outcomes: Sequence[StageOutcome]) -> int:
     console.print(table)
     failures = [outcome for outcome in outcomes if not outcome.ok]
     for outcome in failures:
-        console.print(f"[red]error[/]: {outcome.audio}: {outcome.error} (log: {outcome.log_path})", highlight=False, soft_wrap=True)
+        # stages' own errors usually start with the file already
+        message = outcome.error if outcome.error.startswith(f"{outcome.audio}: ") else f"{outcome.audio}: {outcome.error}"
+        console.print(f"[red]error[/]: {message} (log: {outcome.log_path})", highlight=False, soft_wrap=True)
     return failures[0].exit_code if failures else ExitCode.OK
 
 
@@ -216,6 +292,18 @@ def command_run(args: argparse.Namespace) -> int:
 
 def command_align_diarize(args: argparse.Namespace) -> int:
     return report(align_diarize_all(args))
+
+
+def command_pack(args: argparse.Namespace) -> int:
+    destination = pack.create_pack(
+        Path(args.transcript),
+        Path(args.output) if args.output else None,
+        include_audio=not args.no_audio,
+        audio=Path(args.audio) if args.audio else None,
+    )
+    audio_note = "without audio: pass --audio to align-diarize" if args.no_audio else "with its audio"
+    console.print(f"packed {destination} ({destination.stat().st_size / 1e6:.1f} MB, {audio_note})", highlight=False, soft_wrap=True)
+    return ExitCode.OK
 
 
 def command_demo(args: argparse.Namespace) -> int:
@@ -267,6 +355,7 @@ COMMANDS = {
     "transcribe": command_transcribe,
     "run": command_run,
     "align-diarize": command_align_diarize,
+    "pack": command_pack,
     "demo": command_demo,
 }
 

@@ -80,7 +80,8 @@ def run_stage(
     python = envs.ensure_ready(stage)
     env = runtime.stage_environment(stage, threads=threads)
     env.update(extra_env or {})
-    command = [str(python), "-m", f"stages.{stage}", *argv]
+    # -P: the user's folder is the working directory, and a `shared/` or `stages/` there must not shadow ours
+    command = [str(python), "-P", "-m", f"stages.{stage}", *argv]
     outputs: list[Path] = []
     log_path, log_file = open_log(log_path)
     with log_file as log:
@@ -96,7 +97,8 @@ def run_stage(
             text=True,
             encoding="utf-8",
             errors="replace",
-            cwd=envs.repo_root(),
+            # the user's folder: relative paths on the command line mean what they typed (the stages are installed in the env)
+            cwd=None,
         )
         assert process.stdout is not None
         for line in process.stdout:

@@ -194,3 +194,18 @@ def _pids_running(arguments: list[str]) -> list[str]:
             if any(argv[i : i + len(arguments)] == arguments for i in range(len(argv))):
                 pids.append(cmdline.parent.name)
     return pids
+
+
+def test_relative_paths_mean_the_users_folder_even_with_a_shared_folder_there(tmp_path: Path, sample_wav: Path) -> None:
+    """Stages run in the user's folder: `call.wav -o out` resolve there, and a local `shared/` shadows nothing."""
+    shutil.copy(sample_wav, tmp_path / "call.wav")
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "__init__.py").write_text("raise ImportError('the wrong shared package')\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
+    for command in (
+        ["transcribe", "call.wav", "--model", "bundled-tiny.en", "--language", "en", "-o", "out", "--output_format", "json"],
+        ["align-diarize", "out/call.transcript.json", "--no_align", "--diarize", "--diarize_model", "bundled"],
+    ):
+        result = subprocess.run(["stagewhisper", *command], capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir() if path.is_file())[:3] == ["call.json", "call.rttm", "call.srt"]
