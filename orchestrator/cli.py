@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared.contract import Result
+from shared.contract import Result, Transcript
 from shared.errors import ExitCode, StageError
 from shared.flags import (
     ALIGN_FLAGS,
@@ -30,8 +33,9 @@ from shared.flags import (
 )
 from shared.io import TRANSCRIPT_SUFFIX, load_document
 from shared.progress import ProgressEvent
+from shared.writers import WriterOptions, expand_formats
 
-from . import assets, envs, pack, runtime
+from . import assets, envs, pack, runtime, workdir
 from .stage_runner import StageOutcome, log_path_for, run_stage
 
 console = Console(stderr=True)
@@ -52,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("audio", nargs="+", help="audio or video files")
     _add_run_flags(run)
     _add_stage2_flags(run)
+    run.add_argument("--jobs", type=int, default=1, help="stage-2 processes at once; above 1, stage 1 goes on with the next file meanwhile")
 
     align = commands.add_parser(
         "align-diarize", help="stage 2 only, from stage 1's JSON or a pack: word alignment and, with --diarize, speakers"
@@ -74,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(align.add_argument_group("output"), WRITER_FLAGS)
     add_flags(align, (STAGE2_MODEL_DIR_FLAG, THREADS_FLAG))
     _add_stage2_flags(align)
+    _add_force_flag(align)
 
     packer = commands.add_parser(
         "pack", help=f"one portable file ({pack.PACK_SUFFIX}) with a transcript and its audio, for stage 2 on another machine"
@@ -98,6 +104,13 @@ def _add_run_flags(command: argparse.ArgumentParser) -> None:
     add_flags(command.add_argument_group("output"), WRITER_FLAGS)
     add_flags(command.add_argument_group("stage 1 (transcribe)"), TRANSCRIBE_FLAGS)
     add_flags(command, (THREADS_FLAG,))
+    _add_force_flag(command)
+
+
+def _add_force_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--force", action="store_true", help=f"redo stages whose result for the same input and settings is kept in {workdir.CACHE_FOLDER}"
+    )
 
 
 def _add_stage2_flags(command: argparse.ArgumentParser) -> None:
@@ -130,26 +143,115 @@ def output_names(audio_files: Sequence[str]) -> list[str]:
 
 
 def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = None, then_stage2: bool = False) -> list[StageOutcome]:
-    """Stage 1 on every file, each followed by stage 2 when asked; a failing file never stops the others."""
+    """Stage 1 on every file, each followed by stage 2 when asked; a failing file never stops the others.
+
+    With `--jobs N` > 1, stage 2 of a file runs in the background (up to N at once) while stage 1 goes on with the
+    next file: a pipeline across files, stage 1 keeping the accelerator busy and stage 2 the CPU cores.
+    """
     output_dir = Path(args.output_dir)
     stage_argv = to_argv(args, TRANSCRIBE_FLAGS + WRITER_FLAGS)
     if then_stage2:  # stage 2 writes the subtitles, from aligned words
         stage_argv = [*to_argv(args, TRANSCRIBE_FLAGS), "--output_format", "json"]
     elif "--output_format" not in stage_argv:  # the stage's own default is json only
         stage_argv += ["--output_format", args.output_format]
-    outcomes = []
-    with _progress() as progress:
+    jobs = max(1, getattr(args, "jobs", 1))
+    per_file: list[list[StageOutcome | Future[StageOutcome]]] = []
+    with _progress() as progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage2") as stage2_pool:
         for audio, name in zip(args.audio, output_names(args.audio), strict=True):
-            argv = [audio, "--output_dir", str(output_dir), "--output_name", name, *stage_argv]
-            outcome = _run_with_progress(progress, "transcribe", audio, argv, output_dir, args.threads, extra_env)
-            outcomes.append(outcome)
+            outcome = _transcribe_one(progress, args, audio, name, output_dir, stage_argv, extra_env, then_stage2)
+            per_file.append([outcome])
             if then_stage2 and outcome.ok:
                 transcript = output_dir / f"{name}{TRANSCRIPT_SUFFIX}"
-                argv2 = [str(transcript), "--output_dir", str(output_dir), *stage2_argv(args)]
-                outcomes.append(
-                    _run_with_progress(progress, "align_diarize", audio, argv2, output_dir, args.threads, _merged(extra_env, args))
-                )
-    return outcomes
+                stage2 = partial(_align_diarize_one, progress, args, audio, transcript, output_dir, _merged(extra_env, args))
+                per_file[-1].append(stage2_pool.submit(stage2) if jobs > 1 else stage2())
+    return [item.result() if isinstance(item, Future) else item for items in per_file for item in items]
+
+
+def _transcribe_one(
+    progress: Progress,
+    args: argparse.Namespace,
+    audio: str,
+    name: str,
+    output_dir: Path,
+    stage_argv: list[str],
+    extra_env: dict[str, str] | None,
+    then_stage2: bool,
+) -> StageOutcome:
+    """Stage 1 on one file, or its kept transcript when the same audio was transcribed with the same settings."""
+    json_path = output_dir / f"{name}{TRANSCRIPT_SUFFIX}"
+    audio_sha256 = workdir.file_sha256(Path(audio))
+    key = None
+    if audio_sha256:
+        key = workdir.ArtifactKey(
+            "transcribe", audio_sha256, workdir.params_sha256("transcribe", to_argv(args, TRANSCRIBE_FLAGS), args.model)
+        )
+        kept = None if args.force else workdir.load_artifact(output_dir, key)
+        if isinstance(kept, Transcript):
+            kept = kept.model_copy(update={"audio": kept.audio.model_copy(update={"path": audio})})  # same bytes, maybe another path
+            formats = ["json"] if then_stage2 else expand_formats(args.output_format)  # as the stage would have written
+            return _reuse(progress, "transcribe", audio, kept, output_dir, name, formats, json_path, key, args)
+    argv = [audio, "--output_dir", str(output_dir), "--output_name", name, *stage_argv]
+    outcome = _run_with_progress(progress, "transcribe", audio, argv, output_dir, args.threads, extra_env)
+    if outcome.ok and key is not None:
+        workdir.keep_artifact(output_dir, key, json_path)
+    return outcome
+
+
+def _align_diarize_one(
+    progress: Progress,
+    args: argparse.Namespace,
+    label: str,
+    transcript: Path,
+    output_dir: Path,
+    extra_env: dict[str, str] | None,
+    audio: str | None = None,
+) -> StageOutcome:
+    """Stage 2 on one transcript, or its kept result when the same transcript met the same stage-2 settings."""
+    name = transcript.name.removesuffix(TRANSCRIPT_SUFFIX) if transcript.name.endswith(TRANSCRIPT_SUFFIX) else transcript.stem
+    transcript_sha256 = workdir.file_sha256(transcript)
+    key = None
+    if transcript_sha256:
+        params = workdir.params_sha256("align_diarize", to_argv(args, ALIGN_FLAGS + DIARIZE_FLAGS), args.align_model)
+        key = workdir.ArtifactKey("align_diarize", transcript_sha256, params)
+        kept = None if args.force else workdir.load_artifact(output_dir, key)
+        if isinstance(kept, Result):
+            formats = workdir.stage2_formats(args.output_format, args.diarize)
+            return _reuse(progress, "align_diarize", label, kept, output_dir, name, formats, output_dir / f"{name}.json", key, args)
+    argv = [str(transcript), "--output_dir", str(output_dir), *stage2_argv(args)]
+    if audio:
+        argv += ["--audio", audio]
+    outcome = _run_with_progress(progress, "align_diarize", label, argv, output_dir, args.threads, extra_env)
+    if outcome.ok and key is not None:
+        workdir.keep_artifact(output_dir, key, output_dir / f"{name}.json")
+    return outcome
+
+
+def _reuse(
+    progress: Progress,
+    stage: str,
+    label: str,
+    document: Transcript | Result,
+    output_dir: Path,
+    name: str,
+    formats: list[str],
+    json_path: Path,
+    key: workdir.ArtifactKey,
+    args: argparse.Namespace,
+) -> StageOutcome:
+    """Write the outputs from a kept artifact instead of running the stage; say so in one line and in the log."""
+    started = time.perf_counter()
+    kept_at = workdir.artifact_path(output_dir, key)
+    log_path = log_path_for(output_dir, label, stage)
+    options = WriterOptions(args.max_line_width, args.max_line_count, args.highlight_words)
+    try:
+        outputs = workdir.write_outputs_from(document, output_dir, name, formats, options, json_path)
+    except StageError as error:
+        return StageOutcome(stage, label, int(error.exit_code), time.perf_counter() - started, log_path, error=error.message)
+    with contextlib.suppress(OSError):
+        log_path.write_text(f"# {stage}: reused {kept_at} (same input and settings; --force redoes it)\n# exit status 0\n")
+    task = progress.add_task(f"{stage} {Path(label).name}: [cyan]reused[/] (same input and settings; --force redoes it)", total=1)
+    progress.update(task, completed=1)
+    return StageOutcome(stage, label, int(ExitCode.OK), time.perf_counter() - started, log_path, outputs, reused=True)
 
 
 def align_diarize_all(args: argparse.Namespace) -> list[StageOutcome]:
@@ -163,10 +265,8 @@ def align_diarize_all(args: argparse.Namespace) -> list[StageOutcome]:
             if pack.is_pack(Path(item)):
                 outcome = _align_diarize_pack(progress, Path(item), output_dir, args)
             else:
-                argv = [str(Path(item).absolute()), "--output_dir", str(output_dir.absolute()), *stage2_argv(args)]
-                if args.audio:
-                    argv += ["--audio", str(Path(args.audio).absolute())]
-                outcome = _run_with_progress(progress, "align_diarize", item, argv, output_dir, args.threads, stage2_env(args))
+                audio = str(Path(args.audio).absolute()) if args.audio else None
+                outcome = _align_diarize_one(progress, args, item, Path(item), output_dir, stage2_env(args), audio)
             if args.pack_result and outcome.ok:
                 _add_result_pack(outcome, output_dir)
             outcomes.append(outcome)
@@ -255,7 +355,7 @@ def report(outcomes: Sequence[StageOutcome]) -> int:
     for column in ("file", "stage", "status", "time", "output / error"):
         table.add_column(column, overflow="fold")
     for outcome in outcomes:
-        status = "[green]ok[/]" if outcome.ok else f"[red]exit {outcome.exit_code}[/]"
+        status = ("[cyan]reused[/]" if outcome.reused else "[green]ok[/]") if outcome.ok else f"[red]exit {outcome.exit_code}[/]"
         detail = str(outcome.outputs[0]) if outcome.ok and outcome.outputs else outcome.error
         table.add_row(outcome.audio, outcome.stage, status, f"{outcome.seconds:.1f}s", detail)
     console.print(table)

@@ -31,6 +31,7 @@ class StageOutcome:
     log_path: Path
     outputs: list[Path] = field(default_factory=list)
     error: str = ""
+    reused: bool = False  # outputs written from a kept artifact: the stage did not run
 
     @property
     def ok(self) -> bool:

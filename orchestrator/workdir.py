@@ -1,0 +1,111 @@
+"""Stage artifacts kept by content, so that a rerun redoes only what changed.
+
+Each stage's validated output JSON is kept in `OUTPUT_DIR/.stagewhisper/cache/` under a key made of what decides
+it: for stage 1, the audio's sha256 and the flags that change the transcript (model, language, decoding...); for
+stage 2, the sha256 of the exact transcript it read and its own flags. A rerun finds the artifact, validates it
+and writes the user's outputs from it instead of running the stage; `--force` ignores it. Output-only flags
+(formats, line widths) are not in the key: outputs are rendered again from the artifact. Artifacts are written
+to a unique temp name and renamed, so a killed run or two runs at once never leave a half-written one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from shared.contract import SCHEMA_VERSION, Document, Result, Transcript
+from shared.errors import StageError
+from shared.io import load_document
+from shared.writers import WriterOptions, expand_formats, write_outputs
+
+CACHE_FOLDER = Path(".stagewhisper") / "cache"
+HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ArtifactKey:
+    stage: str
+    content_sha256: str  # stage 1: the audio's; stage 2: the transcript JSON's
+    params_sha256: str
+
+    def file_name(self) -> str:
+        suffix = ".transcript.json" if self.stage == "transcribe" else ".result.json"
+        return f"{self.stage}-{self.content_sha256[:16]}-{self.params_sha256[:16]}{suffix}"
+
+
+def file_sha256(path: Path) -> str | None:
+    """The file's sha256, or None when it cannot be read (the stage then reports why, in its own words)."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def params_sha256(stage: str, argv: list[str], model: str | None = None) -> str:
+    """Hash of the result-deciding flags, the tool and schema versions, and a local model folder's identity."""
+    identity: dict[str, object] = {"stage": stage, "argv": argv, "schema": SCHEMA_VERSION, "tool": _tool_version()}
+    if model and Path(model).expanduser().exists():  # a local folder: its place and last change, not just its name
+        folder = Path(model).expanduser().resolve()
+        identity["model_folder"] = [str(folder), folder.stat().st_mtime_ns]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _tool_version() -> str:
+    try:
+        return version("stagewhisper")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def artifact_path(output_dir: Path, key: ArtifactKey) -> Path:
+    return output_dir / CACHE_FOLDER / key.file_name()
+
+
+def load_artifact(output_dir: Path, key: ArtifactKey) -> Document | None:
+    """The kept artifact if it exists and validates (a corrupt one is ignored and will be replaced)."""
+    path = artifact_path(output_dir, key)
+    if not path.is_file():
+        return None
+    kind: type[Document] = Transcript if key.stage == "transcribe" else Result
+    try:
+        return load_document(path, kind)
+    except StageError:
+        return None
+
+
+def keep_artifact(output_dir: Path, key: ArtifactKey, produced: Path) -> None:
+    """Copy a stage's fresh output JSON into the cache: temp name, then rename. Best effort: a cache is optional."""
+    target = artifact_path(output_dir, key)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        shutil.copyfile(produced, temp_name)
+        os.replace(temp_name, target)
+    except OSError:
+        if "temp_name" in locals():
+            Path(temp_name).unlink(missing_ok=True)
+
+
+def write_outputs_from(
+    document: Document, output_dir: Path, name: str, formats: list[str], options: WriterOptions, json_path: Path
+) -> list[Path]:
+    """The user's outputs rendered from a kept artifact, as the stage would have written them (all or none, json last)."""
+    others = [fmt for fmt in formats if fmt != "json"]
+    return write_outputs(document, output_dir, name, [*others, "json"], options, json_path=json_path)
+
+
+def stage2_formats(output_format: str, diarize: bool) -> list[str]:
+    """What stage 2 writes: the requested formats, plus rttm whenever it diarizes (the stage's own rule)."""
+    formats = expand_formats(output_format)
+    return [*formats, "rttm"] if diarize and "rttm" not in formats else formats
