@@ -131,3 +131,30 @@ def test_the_hf_token_is_in_no_output_log_artifact_or_pack(tmp_path: Path, first
                     contents |= {f"{path}:{name}": archive.read(name) for name in archive.namelist()}
     assert any(name.endswith(".result.swpack:call.json") or ".result.swpack:" in name for name in contents)
     assert [name for name, data in contents.items() if token.encode() in data] == []
+
+
+def test_two_runs_on_the_same_folder_at_once_leave_whole_files(tmp_path: Path, sample_wav: Path) -> None:
+    from shared.contract import Transcript
+    from shared.io import load_document
+
+    audio = tmp_path / "call.wav"
+    shutil.copy(sample_wav, audio)
+    command = [
+        "stagewhisper",
+        "transcribe",
+        str(audio),
+        "--model",
+        "bundled-tiny.en",
+        "--language",
+        "en",
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
+    runs = [subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env) for _ in range(2)]
+    for run in runs:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr
+    load_document(tmp_path / "out" / "call.transcript.json", Transcript)  # whole and valid, whichever rename came last
+    assert not [path for path in (tmp_path / "out").rglob("*.tmp")]
+    assert len(list((tmp_path / "out" / ".stagewhisper" / "cache").glob("transcribe-*"))) == 1
