@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -101,33 +101,15 @@ def write_texts_atomic(files: Sequence[tuple[Path, str]]) -> list[Path]:
                 _remove_quietly(leftover)
             for done in renamed:
                 _remove_quietly(str(done))
-            raise StageError(
-                ExitCode.OUTPUT_UNWRITABLE, f"{path}: cannot write ({error.strerror}); free space or choose another --output_dir"
-            ) from None
+            raise _unwritable(path, error, "free space or choose another --output_dir") from None
         renamed.append(path)
     return renamed
 
 
 def _stage_text(path: Path, text: str) -> str:
     """`text` in a fsynced temp file beside `path`; returns its name. A failure leaves nothing behind."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise StageError(ExitCode.OUTPUT_UNWRITABLE, f"{path}: cannot write ({error.strerror}); choose another --output_dir") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as error:
-        _remove_quietly(temp_name)
-        raise StageError(
-            ExitCode.OUTPUT_UNWRITABLE, f"{path}: cannot write ({error.strerror}); free space or choose another --output_dir"
-        ) from None
-    except BaseException:
-        _remove_quietly(temp_name)
-        raise
+    with _temp_beside(path, "w", "--output_dir") as (handle, temp_name):
+        handle.write(text)
     return temp_name
 
 
@@ -135,25 +117,38 @@ def _stage_text(path: Path, text: str) -> str:
 def atomic_binary_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """A binary handle on a unique temp file beside PATH, renamed to PATH only if the block completes."""
     path = Path(path)
+    with _temp_beside(path, "w+b", "output path") as (handle, temp_name):  # readable too: zipfile may read back
+        yield handle
+    try:
+        os.replace(temp_name, path)
+    except OSError as error:
+        _remove_quietly(temp_name)
+        raise _unwritable(path, error, "choose another output path") from None
+
+
+@contextmanager
+def _temp_beside(path: Path, mode: str, where: str) -> Iterator[tuple[Any, str]]:
+    """A unique temp file beside PATH and its name, fsynced when the block ends; removed on any failure."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as error:
-        raise StageError(ExitCode.OUTPUT_UNWRITABLE, f"{path}: cannot write ({error.strerror}); choose another output path") from None
+        raise _unwritable(path, error, f"choose another {where}") from None
     try:
-        with os.fdopen(fd, "w+b") as handle:  # readable too: zipfile may read back what it wrote
-            yield handle
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
+            yield handle, temp_name
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp_name, path)
     except OSError as error:
         _remove_quietly(temp_name)
-        raise StageError(
-            ExitCode.OUTPUT_UNWRITABLE, f"{path}: cannot write ({error.strerror}); free space or choose another output path"
-        ) from None
+        raise _unwritable(path, error, f"free space or choose another {where}") from None
     except BaseException:
         _remove_quietly(temp_name)
         raise
+
+
+def _unwritable(path: Path, error: OSError, what_to_do: str) -> StageError:
+    return StageError(ExitCode.OUTPUT_UNWRITABLE, f"{path}: cannot write ({error.strerror}); {what_to_do}")
 
 
 def write_document(path: str | os.PathLike[str], document: BaseModel) -> Path:
