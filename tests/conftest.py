@@ -62,3 +62,23 @@ def random_ctc_model(tmp_path_factory: pytest.TempPathFactory, align_python: Pat
     folder = tmp_path_factory.mktemp("models") / "random-ctc"
     subprocess.run([str(align_python), str(Path(__file__).parent / "env_scripts" / "random_ctc_model.py"), str(folder)], check=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def transcript_path(tmp_path_factory: pytest.TempPathFactory, sample_wav: Path) -> Path:
+    """Stage 1 once per session on a copy of the sample (call.wav beside it), with cross-attention word times.
+
+    Tests must leave this folder as they found it: later tests read the transcript and its audio.
+    """
+    import shutil
+    import subprocess
+
+    work = tmp_path_factory.mktemp("stage1")
+    audio = work / "call.wav"
+    shutil.copy(sample_wav, audio)
+    command = ["stagewhisper", "transcribe", str(audio), "--model", "bundled-tiny.en", "--language", "en", "--word_timestamps", "True"]
+    result = subprocess.run(
+        [*command, "--output_dir", str(work)], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    assert result.returncode == 0, result.stderr
+    return work / "call.transcript.json"

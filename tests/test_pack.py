@@ -221,19 +221,6 @@ def test_a_bad_pack_is_refused_with_one_line_and_nothing_written(damage: str, sm
 
 
 @pytest.fixture(scope="module")
-def transcript_path(tmp_path_factory: pytest.TempPathFactory, sample_wav: Path) -> Path:
-    """Stage 1 once for the module, on a copy of the sample, with cross-attention word times."""
-    work = tmp_path_factory.mktemp("stage1")
-    audio = work / "call.wav"
-    shutil.copy(sample_wav, audio)
-    result = stagewhisper(
-        "transcribe", audio, "--model", "bundled-tiny.en", "--language", "en", "--word_timestamps", "True", "--output_dir", work
-    )
-    assert result.returncode == 0, result.stderr
-    return work / "call.transcript.json"
-
-
-@pytest.fixture(scope="module")
 def local_run(tmp_path_factory: pytest.TempPathFactory, transcript_path: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
     """Stage 2 on the transcript where it was made, in one call with a text file posing as a pack (a mixed list)."""
     output_dir = tmp_path_factory.mktemp("local")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,19 +36,6 @@ def stagewhisper(*args: str | Path, env: dict[str, str] | None = None) -> subpro
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **(env or {})},
     )
-
-
-@pytest.fixture(scope="module")
-def transcript_path(tmp_path_factory: pytest.TempPathFactory, sample_wav: Path) -> Path:
-    """Stage 1 on a copy of the sample, with cross-attention word times."""
-    work = tmp_path_factory.mktemp("stage1")
-    audio = work / "call.wav"
-    shutil.copy(sample_wav, audio)
-    result = stagewhisper(
-        "transcribe", audio, "--model", "bundled-tiny.en", "--language", "en", "--word_timestamps", "True", "--output_dir", work
-    )
-    assert result.returncode == 0, result.stderr
-    return work / "call.transcript.json"
 
 
 @pytest.fixture(scope="module")
