@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(align, (STAGE2_MODEL_DIR_FLAG, THREADS_FLAG))
     _add_stage2_flags(align)
     _add_force_flag(align)
+    align.add_argument("--jobs", type=int, default=1, help="inputs processed at once (the CPU threads are shared between them)")
 
     packer = commands.add_parser(
         "pack", help=f"one portable file ({pack.PACK_SUFFIX}) with a transcript and its audio, for stage 2 on another machine"
@@ -268,22 +269,28 @@ def _reuse(
 
 
 def align_diarize_all(args: argparse.Namespace) -> list[StageOutcome]:
-    """Stage 2 alone on stage 1's JSON files and packs, in one list; a failing input never stops the others."""
+    """Stage 2 alone on stage 1's JSON files and packs, in one list; a failing input never stops the others.
+
+    `--jobs N` runs up to N inputs at once, the cores shared between them."""
     if args.audio and len(args.transcripts) > 1:
         raise StageError(ExitCode.USAGE, "--audio names the audio of one input; pass one transcript or pack with it")
-    outcomes = []
-    with _progress() as progress:
-        for item in args.transcripts:
-            output_dir = Path(args.output_dir) if args.output_dir else Path(item).parent
-            if pack.is_pack(Path(item)):
-                outcome = _align_diarize_pack(progress, Path(item), output_dir, args)
-            else:
-                audio = str(Path(args.audio).absolute()) if args.audio else None
-                outcome = _align_diarize_one(progress, args, item, Path(item), output_dir, stage2_env(args), audio)
-            if args.pack_result and outcome.ok:
-                _add_result_pack(outcome, output_dir)
-            outcomes.append(outcome)
-    return outcomes
+    jobs = max(1, args.jobs)
+    if jobs > 1:
+        args = argparse.Namespace(**{**vars(args), "threads": max(1, (args.threads or runtime.performance_cores()) // jobs)})
+    with _progress() as progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage2") as pool:
+        return list(pool.map(partial(_align_diarize_input, progress, args), args.transcripts))
+
+
+def _align_diarize_input(progress: Progress, args: argparse.Namespace, item: str) -> StageOutcome:
+    output_dir = Path(args.output_dir) if args.output_dir else Path(item).parent
+    if pack.is_pack(Path(item)):
+        outcome = _align_diarize_pack(progress, Path(item), output_dir, args)
+    else:
+        audio = str(Path(args.audio).absolute()) if args.audio else None
+        outcome = _align_diarize_one(progress, args, item, Path(item), output_dir, stage2_env(args), audio)
+    if args.pack_result and outcome.ok:
+        _add_result_pack(outcome, output_dir)
+    return outcome
 
 
 def _align_diarize_pack(progress: Progress, pack_path: Path, output_dir: Path, args: argparse.Namespace) -> StageOutcome:

@@ -158,3 +158,14 @@ def test_two_runs_on_the_same_folder_at_once_leave_whole_files(tmp_path: Path, s
     load_document(tmp_path / "out" / "call.transcript.json", Transcript)  # whole and valid, whichever rename came last
     assert not [path for path in (tmp_path / "out").rglob("*.tmp")]
     assert len(list((tmp_path / "out" / ".stagewhisper" / "cache").glob("transcribe-*"))) == 1
+
+
+def test_stage2_alone_runs_several_inputs_at_once(tmp_path: Path, first_run: tuple[Path, Path]) -> None:
+    _, out = first_run
+    other = tmp_path / "other.transcript.json"
+    shutil.copy(out / "call.transcript.json", other)
+    flags = ["--no_align", "--diarize", "--diarize_model", "bundled", "--output_dir", tmp_path / "both", "--jobs", "2", "--force"]
+    result = stagewhisper("align-diarize", out / "call.transcript.json", other, *flags)
+    assert result.returncode == 0, result.stderr
+    turns = [json.loads((tmp_path / "both" / f"{name}.json").read_text())["speaker_turns"] for name in ("call", "other")]
+    assert turns[0] == turns[1] and turns[0]
