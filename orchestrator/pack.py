@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.contract import SCHEMA_MAJOR, SCHEMA_VERSION, Transcript
 from shared.errors import ExitCode, StageError
-from shared.io import TRANSCRIPT_SUFFIX, atomic_binary_output, describe_validation_error, load_document, parse_document
+from shared.io import TRANSCRIPT_SUFFIX, atomic_binary_output, describe_validation_error, file_sha256, load_document, parse_document
 from shared.provenance import TOOL_DISTRIBUTION, package_versions
 
 PACK_SUFFIX = ".swpack"
@@ -392,14 +392,11 @@ def check_given_audio(unpacked: UnpackedPack, given: Path | None) -> Path:
 
 
 def sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    """sha256 of the audio; a read error is exit 3, as when packing it."""
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK_BYTES):
-                digest.update(chunk)
+        return file_sha256(path, CHUNK_BYTES)
     except OSError as error:
         raise StageError(ExitCode.BAD_AUDIO, f"{path}: cannot read ({error.strerror}); check the file") from None
-    return digest.hexdigest()
 
 
 def _sha256(data: bytes) -> str:

@@ -21,11 +21,11 @@ from pathlib import Path
 
 from shared.contract import SCHEMA_VERSION, Document, Result, Transcript
 from shared.errors import StageError
+from shared.io import file_sha256 as shared_file_sha256
 from shared.io import load_document
 from shared.writers import WriterOptions, expand_formats, write_outputs
 
 CACHE_FOLDER = Path(".stagewhisper") / "cache"
-HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,10 @@ class ArtifactKey:
 
 def file_sha256(path: Path) -> str | None:
     """The file's sha256, or None when it cannot be read (the stage then reports why, in its own words)."""
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(HASH_CHUNK):
-                digest.update(chunk)
+        return shared_file_sha256(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def params_sha256(stage: str, argv: list[str], model: str | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -72,6 +73,15 @@ def describe_validation_error(error: ValidationError) -> str:
 def _printable(text: str) -> str:
     """Keys and values come from the file: escape control characters so the error stays one line."""
     return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
+
+
+def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
+    """sha256 of a file, read in chunks (audio can be hours long); OSError if it cannot be read."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

@@ -9,8 +9,7 @@ import numpy as np
 
 from shared.contract import AudioInfo
 from shared.errors import ExitCode, StageError
-
-from .cache import file_sha256
+from shared.io import file_sha256
 
 SAMPLE_RATE = 16_000
 

@@ -6,20 +6,14 @@ import hashlib
 import os
 from pathlib import Path
 
+from shared.io import file_sha256
+
 
 def cache_root() -> Path:
     """$STAGEWHISPER_CACHE, else $XDG_CACHE_HOME/stagewhisper, else ~/.cache/stagewhisper."""
     if os.environ.get("STAGEWHISPER_CACHE"):
         return Path(os.environ["STAGEWHISPER_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "stagewhisper"
-
-
-def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def memoized_sha256(path: Path, memo_dir: Path | None = None) -> str:
