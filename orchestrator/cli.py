@@ -33,7 +33,7 @@ from shared.flags import (
 )
 from shared.io import TRANSCRIPT_SUFFIX, load_document
 from shared.progress import ProgressEvent
-from shared.writers import WriterOptions, expand_formats
+from shared.writers import WriterOptions, expand_formats, result_formats, write_outputs
 
 from . import assets, envs, pack, runtime, workdir
 from .stage_runner import StageOutcome, log_path_for, run_stage
@@ -229,7 +229,7 @@ def _align_diarize_one(
         key = workdir.ArtifactKey("align_diarize", transcript_sha256, params)
         kept = None if args.force else workdir.load_artifact(output_dir, key)
         if isinstance(kept, Result):
-            formats = workdir.stage2_formats(args.output_format, args.diarize)
+            formats = result_formats(args.output_format, args.diarize)
             return _reuse(progress, "align_diarize", label, kept, output_dir, name, formats, output_dir / f"{name}.json", key, args)
     argv = [str(transcript), "--output_dir", str(output_dir), *stage2_argv(args)]
     if audio:
@@ -258,7 +258,8 @@ def _reuse(
     log_path = log_path_for(output_dir, label, stage)
     options = WriterOptions(args.max_line_width, args.max_line_count, args.highlight_words)
     try:
-        outputs = workdir.write_outputs_from(document, output_dir, name, formats, options, json_path)
+        # as the stage writes them: all or none, the JSON always and renamed last
+        outputs = write_outputs(document, output_dir, name, [*formats, "json"], options, json_path=json_path)
     except StageError as error:
         return StageOutcome(stage, label, int(error.exit_code), time.perf_counter() - started, log_path, error=error.message)
     with contextlib.suppress(OSError):
@@ -302,7 +303,7 @@ def _align_diarize_pack(progress: Progress, pack_path: Path, output_dir: Path, a
             audio = pack.check_given_audio(unpacked, Path(args.audio) if args.audio else None)
         except StageError as error:  # refused before any stage ran: the log is the only file written
             return _refused(pack_path, output_dir, error, time.perf_counter() - started)
-        # Absolute paths: the stage process runs in the repository root, not in the user's folder.
+        # Absolute paths: the unpacked transcript lives in a temp folder, away from the user's relative paths.
         argv = [str(unpacked.transcript), "--output_dir", str(output_dir.absolute()), "--output_name", unpacked.output_name]
         argv += [*stage2_argv(args), "--audio", str(audio.absolute())]
         outcome = _run_with_progress(progress, "align_diarize", str(pack_path), argv, output_dir, args.threads, stage2_env(args))

@@ -10,11 +10,9 @@ to a unique temp name and renamed, so a killed run or two runs at once never lea
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -22,8 +20,7 @@ from pathlib import Path
 from shared.contract import SCHEMA_VERSION, Document, Result, Transcript
 from shared.errors import StageError
 from shared.io import file_sha256 as shared_file_sha256
-from shared.io import load_document
-from shared.writers import WriterOptions, expand_formats, write_outputs
+from shared.io import load_document, write_text_atomic
 
 CACHE_FOLDER = Path(".stagewhisper") / "cache"
 
@@ -81,27 +78,5 @@ def load_artifact(output_dir: Path, key: ArtifactKey) -> Document | None:
 
 def keep_artifact(output_dir: Path, key: ArtifactKey, produced: Path) -> None:
     """Copy a stage's fresh output JSON into the cache: temp name, then rename. Best effort: a cache is optional."""
-    target = artifact_path(output_dir, key)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        shutil.copyfile(produced, temp_name)
-        os.replace(temp_name, target)
-    except OSError:
-        if "temp_name" in locals():
-            Path(temp_name).unlink(missing_ok=True)
-
-
-def write_outputs_from(
-    document: Document, output_dir: Path, name: str, formats: list[str], options: WriterOptions, json_path: Path
-) -> list[Path]:
-    """The user's outputs rendered from a kept artifact, as the stage would have written them (all or none, json last)."""
-    others = [fmt for fmt in formats if fmt != "json"]
-    return write_outputs(document, output_dir, name, [*others, "json"], options, json_path=json_path)
-
-
-def stage2_formats(output_format: str, diarize: bool) -> list[str]:
-    """What stage 2 writes: the requested formats, plus rttm whenever it diarizes (the stage's own rule)."""
-    formats = expand_formats(output_format)
-    return [*formats, "rttm"] if diarize and "rttm" not in formats else formats
+    with contextlib.suppress(OSError, StageError):
+        write_text_atomic(artifact_path(output_dir, key), produced.read_text(encoding="utf-8"))

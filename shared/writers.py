@@ -84,6 +84,12 @@ def render(document: Document, fmt: str, options: WriterOptions | None = None) -
     return renderer(document, options or WriterOptions())
 
 
+def result_formats(requested: str | Iterable[str], diarized: bool) -> list[str]:
+    """What stage 2 writes: the requested formats, plus rttm whenever it diarizes."""
+    formats = expand_formats(requested)
+    return [*formats, "rttm"] if diarized and "rttm" not in formats else formats
+
+
 def write_outputs(
     document: Document,
     output_dir: str | Path,

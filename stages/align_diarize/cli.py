@@ -46,12 +46,12 @@ def output_stem(transcript_path: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> Path:
-    from shared.writers import WriterOptions, expand_formats, write_outputs
+    from shared.writers import WriterOptions, result_formats, write_outputs
 
     from .diarization import DiarizeOptions
     from .pipeline import Stage2Options, align_and_diarize, find_audio
 
-    formats = expand_formats(args.output_format)  # fail on a bad format before any work
+    formats = result_formats(args.output_format, args.diarize)  # fail on a bad format before any work
     transcript_path = Path(args.transcript)
     transcript = load_document(transcript_path, Transcript)
     audio_path = find_audio(transcript, transcript_path, args.audio)
@@ -84,12 +84,9 @@ def run(args: argparse.Namespace) -> Path:
     result = align_and_diarize(transcript, audio_path, options, on_progress=report)
     output_dir = Path(args.output_dir) if args.output_dir else transcript_path.parent
     stem = args.output_name or output_stem(transcript_path)
-    if args.diarize and "rttm" not in formats:
-        formats.append("rttm")
-    others = [name for name in formats if name != "json"]
     writer_options = WriterOptions(args.max_line_width, args.max_line_count, args.highlight_words)
-    # all or none, the JSON renamed last: its presence means the stage finished
-    *written, json_path = write_outputs(result, output_dir, stem, [*others, "json"], writer_options)
+    # all or none, the JSON always and renamed last: its presence means the stage finished
+    *written, json_path = write_outputs(result, output_dir, stem, [*formats, "json"], writer_options)
     for path in [json_path, *written]:
         emit(ProgressEvent(stage=STAGE, file=str(transcript_path), done=1, total=1, kind="output", message=str(path)))
     return json_path
