@@ -10,7 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = "1.1"  # 1.1: alignment scores, char alignments, speaker turns, stage-2 model records
+SCHEMA_VERSION = (
+    "1.2"  # 1.1: alignment scores, char alignments, speaker turns, stage-2 model records; 1.2: batched decoding, VAD, language votes
+)
 SCHEMA_MAJOR = SCHEMA_VERSION.split(".")[0]
 
 # Whisper rounds times to 10 ms; allow that much slack before calling times inconsistent.
@@ -90,6 +92,13 @@ class ModelInfo(_Model):
     dtype: str
 
 
+class VadSettings(_Model):
+    method: Literal["silero", "pyannote"]
+    onset: Probability
+    offset: Probability
+    chunk_size: Annotated[float, Field(gt=0.0, le=30.0)]
+
+
 class DecodingOptions(_Model):
     """Every parameter that can change stage 1's text."""
 
@@ -102,10 +111,22 @@ class DecodingOptions(_Model):
     compression_ratio_threshold: float | None
     logprob_threshold: float | None
     no_speech_threshold: float | None
-    compute_type: Literal["float16", "float32"]
+    compute_type: Literal["float16", "float32", "bfloat16", "int8", "int8_float32", "int8_float16", "int8_bfloat16"]
     prepend_punctuations: str = "\"'“¿([{-"
     append_punctuations: str = "\"'.。,，!！?？:：”)]}、"
     hallucination_silence_threshold: float | None = None
+    # 1.2: the batched pipeline (absent in 1.1 documents, which were all decoded by mlx_whisper sequentially)
+    backend: Literal["mlx", "ctranslate2", "mlx_whisper"] = "mlx_whisper"
+    batch_size: Annotated[int, Field(ge=1)] = 1
+    beam_size: Annotated[int, Field(ge=1)] = 1
+    patience: Annotated[float, Field(gt=0.0)] = 1.0
+    length_penalty: float | None = None
+    hotwords: str | None = None
+    suppress_tokens: str = "-1"
+    suppress_numerals: bool = False
+    without_timestamps: bool = False
+    interleaved_context: bool = False
+    vad: VadSettings | None = Field(default=None, description="None: fixed 30 s windows (--no_vad) or mlx_whisper's own seeking")
 
 
 class Provenance(_Model):
@@ -122,10 +143,18 @@ class Provenance(_Model):
     environment: dict[str, str] = Field(default_factory=dict, description="thread counts, BLAS and other settings the stage ran with")
 
 
+class LanguageVote(_Model):
+    start: Seconds
+    end: Seconds
+    language: str
+    probability: Probability
+
+
 class LanguageInfo(_Model):
     code: str
     probability: Probability | None = Field(default=None, description="None when the language was given or the model is English-only")
     source: Literal["user", "detected", "model"]
+    votes: list[LanguageVote] | None = Field(default=None, description="per-chunk detections the language was voted from")
 
 
 class Transcript(_Model):

@@ -77,9 +77,42 @@ TRANSCRIBE_FLAGS = (
     Flag("--hallucination_silence_threshold", {"type": optional_float, "default": None}),
     Flag(
         "--compute_type",
-        {"default": "default", "choices": ["default", "float16", "float32"], "help": "default: float16 on Metal/CUDA, float32 on CPU"},
+        {
+            "default": "default",
+            "choices": ["default", "float16", "float32", "bfloat16", "int8", "int8_float32", "int8_float16", "int8_bfloat16"],
+            "help": "default: float16 on Metal/CUDA, float32 for MLX on CPU, int8 for CTranslate2 on CPU (int8* is CTranslate2 only)",
+        },
     ),
+    Flag(
+        "--backend",
+        {
+            "default": "auto",
+            "choices": ["auto", "mlx", "ctranslate2", "mlx_whisper"],
+            "help": "auto: MLX on Apple silicon or an MLX GPU, CTranslate2 on other CPUs when the model has CTranslate2 weights; "
+            "mlx_whisper: its own sequential long-form decoding (no VAD, no batches)",
+        },
+    ),
+    Flag("--batch_size", {"type": int, "default": 8, "help": "speech chunks decoded together"}),
+    Flag("--beam_size", {"type": int, "default": 5, "help": "beams per chunk at temperature 0 (1: greedy, fastest)"}),
+    Flag("--patience", {"type": float, "default": 1.0, "help": "beam search patience (finished candidates = beam_size x patience)"}),
+    Flag("--length_penalty", {"type": optional_float, "default": None, "help": "beam ranking: None divides by length"}),
+    Flag("--hotwords", {"default": None, "help": "words to prime every chunk with (names, jargon)"}),
+    Flag("--suppress_tokens", {"default": "-1", "help": "comma-separated token ids never emitted; -1: non-speech symbols"}),
+    Flag("--suppress_numerals", {"type": str2bool, "default": False, "help": "spell numbers as words (no digits or %$ tokens)"}),
+    Flag("--without_timestamps", {"type": str2bool, "default": False, "help": "text only: one segment per speech chunk (faster)"}),
+    Flag(
+        "--interleaved_context",
+        {"type": str2bool, "default": False, "help": "prompt each chunk with the text decoded before it (in batch_size parallel streams)"},
+    ),
+    Flag("--vad_method", {"default": "silero", "choices": ["silero", "pyannote"], "help": "voice activity detection for chunking"}),
+    Flag("--vad_onset", {"type": float, "default": 0.5, "help": "speech probability that starts speech"}),
+    Flag("--vad_offset", {"type": optional_float, "default": None, "help": "probability that ends it (None: onset - 0.15)"}),
+    Flag("--chunk_size", {"type": float, "default": 30.0, "help": "longest speech chunk in seconds (<= 30)"}),
+    Flag("--no_vad", {"action": "store_true", "help": "no VAD: consecutive 30 s windows"}),
 )
+
+# stage-1 flags that are not decoding options of the contract (they choose the chunks)
+VAD_FLAG_NAMES = ("vad_method", "vad_onset", "vad_offset", "chunk_size", "no_vad")
 
 ALIGN_FLAGS = (
     Flag(

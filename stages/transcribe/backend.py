@@ -67,6 +67,10 @@ class Backend(Protocol):
         """16 kHz float32 audio, each at most 30 s: log-mel, pad to 30 s, run the encoder as one batch."""
         ...
 
+    def select(self, encoded: Encoded, rows: list[int]) -> Encoded:
+        """These windows of a batch, in this order (to retry or align a subset without encoding again)."""
+        ...
+
     def detect_language(self, encoded: Encoded) -> list[dict[str, float]]:
         """Per window: language code -> probability (all languages the model knows)."""
         ...
@@ -75,7 +79,9 @@ class Backend(Protocol):
         """Per window: decode after its prompt ([<|startofprev|> ...] <|startoftranscript|> lang task [notimestamps])."""
         ...
 
-    def align_words(self, encoded: Encoded, prompts: list[list[int]], text_tokens: list[list[int]], tokenizer: Any) -> list[list[WordTiming]]:
+    def align_words(
+        self, encoded: Encoded, prompts: list[list[int]], text_tokens: list[list[int]], tokenizer: Any
+    ) -> list[list[WordTiming]]:
         """Per window: word times from the cross-attention of the alignment heads (DTW), as openai-whisper.
 
         `prompts` end with <|startoftranscript|> lang task <|notimestamps|>; `text_tokens` hold no timestamp

@@ -68,6 +68,9 @@ class MlxBackend:
         mx.eval(features)
         return Encoded(features=features, num_frames=[min(len(w) // 160, N_FRAMES) for w in windows])
 
+    def select(self, encoded: Encoded, rows: list[int]) -> Encoded:
+        return Encoded(features=encoded.features[mx.array(rows)], num_frames=[encoded.num_frames[r] for r in rows])
+
     # --- language --------------------------------------------------------------------------------------
     def detect_language(self, encoded: Encoded) -> list[dict[str, float]]:
         from mlx_whisper.tokenizer import LANGUAGES
@@ -216,7 +219,9 @@ class MlxBackend:
         return results
 
     # --- word timings ------------------------------------------------------------------------------------
-    def align_words(self, encoded: Encoded, prompts: list[list[int]], text_tokens: list[list[int]], tokenizer: Any) -> list[list[WordTiming]]:
+    def align_words(
+        self, encoded: Encoded, prompts: list[list[int]], text_tokens: list[list[int]], tokenizer: Any
+    ) -> list[list[WordTiming]]:
         from mlx_whisper.timing import dtw, median_filter
 
         decoder = self.model.decoder

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shared.contract import DecodingOptions
 from shared.errors import ExitCode, StageError
-from shared.flags import THREADS_FLAG, TRANSCRIBE_FLAGS, WRITER_FLAGS, add_flags
+from shared.flags import THREADS_FLAG, TRANSCRIBE_FLAGS, VAD_FLAG_NAMES, WRITER_FLAGS, add_flags
 from shared.io import TRANSCRIPT_SUFFIX
 from shared.progress import ProgressEvent, emit
 from shared.provenance import THREAD_ENV_VARS
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> Path:
     audio = decode_audio(args.audio)
     decoding = {name: getattr(args, name) for name in DecodingOptions.model_fields if name != "compute_type" and hasattr(args, name)}
     decoding["temperature"] = list(temperatures(args.temperature, args.temperature_increment_on_fallback))
+    decoding |= {name: getattr(args, name) for name in VAD_FLAG_NAMES}
     options = TranscribeOptions(
         model=args.model,
         download_root=args.model_dir,

@@ -18,7 +18,26 @@ from stages.common.audio import SAMPLE_RATE, DecodedAudio
 
 from .models import load_model, model_info, resolve_model
 
-PROVENANCE_PACKAGES = ["numpy", "mlx", "mlx-metal", "mlx-cpu", "mlx-cuda-13", "mlx-whisper", "huggingface-hub", "av", "pydantic"]
+# what mlx_whisper.transcribe accepts (the batched pipeline's options are not its own)
+SEQUENTIAL_FIELDS = (
+    "task language temperature initial_prompt word_timestamps condition_on_previous_text compression_ratio_threshold "
+    "logprob_threshold no_speech_threshold prepend_punctuations append_punctuations hallucination_silence_threshold"
+).split()
+PROVENANCE_PACKAGES = [
+    "numpy",
+    "mlx",
+    "mlx-metal",
+    "mlx-cpu",
+    "mlx-cuda-13",
+    "mlx-whisper",
+    "ctranslate2",
+    "faster-whisper",
+    "onnxruntime",
+    "silero-vad",
+    "huggingface-hub",
+    "av",
+    "pydantic",
+]
 
 # (seconds done, seconds total)
 ProgressHook = Callable[[float, float], None]
@@ -41,6 +60,17 @@ def default_compute_type() -> str:
 
 
 def transcribe(audio: DecodedAudio, options: TranscribeOptions, on_progress: ProgressHook | None = None) -> Transcript:
+    backend = options.decoding.get("backend", "auto")
+    if backend == "mlx_whisper":
+        return _transcribe_sequential(audio, options, on_progress)
+    from .batched_run import transcribe_batched
+
+    return transcribe_batched(audio, options, on_progress)
+
+
+def _transcribe_sequential(audio: DecodedAudio, options: TranscribeOptions, on_progress: ProgressHook | None) -> Transcript:
+    """mlx_whisper's own long-form decoding (30 s seeks over the whole file), kept as a reference and for
+    --condition_on_previous_text / --hallucination_silence_threshold, which only it implements."""
     import mlx.core as mx
 
     started_at, clock = utc_now(), time.perf_counter()
@@ -48,7 +78,8 @@ def transcribe(audio: DecodedAudio, options: TranscribeOptions, on_progress: Pro
     resolved = resolve_model(options.model, compute_type, options.download_root)
     model = load_model(resolved, compute_type)
     language_info = _language(model, audio, options.decoding.get("language"), compute_type)
-    decoding = DecodingOptions(**{**options.decoding, "language": language_info.code, "compute_type": compute_type})
+    fields = {k: v for k, v in options.decoding.items() if k in SEQUENTIAL_FIELDS}
+    decoding = DecodingOptions(**{**fields, "language": language_info.code, "compute_type": compute_type, "backend": "mlx_whisper"})
     raw = _run_mlx_whisper(model, str(resolved.folder), audio, decoding, on_progress)
     segments = [_segment(index, item) for index, item in enumerate(_well_formed(raw["segments"]))]
     return Transcript(
@@ -92,7 +123,7 @@ def _run_mlx_whisper(model: Any, model_key: str, audio: DecodedAudio, decoding: 
 
     holder = importlib.import_module("mlx_whisper.transcribe").ModelHolder
     holder.model, holder.model_path = model, model_key  # hand mlx_whisper the model we loaded and cast
-    kwargs = decoding.model_dump(exclude={"compute_type"})
+    kwargs = decoding.model_dump(include=set(SEQUENTIAL_FIELDS))
     kwargs["temperature"] = tuple(kwargs["temperature"])
     with _progress_reporting(on_progress):
         return mlx_whisper.transcribe(

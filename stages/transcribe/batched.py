@@ -1,0 +1,301 @@
+"""Stage 1's batched pipeline: VAD chunks -> language vote -> batched decoding with per-chunk fallback -> segments.
+
+The same for every backend (MLX, CTranslate2): a backend only encodes windows and generates tokens.
+"""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shared.contract import DecodingOptions, LanguageInfo, LanguageVote
+from stages.common.audio import SAMPLE_RATE
+
+from .backend import Backend, Encoded, Generated, GenerateOptions, WordTiming
+from .vad import SpeechChunk, VadOptions, fixed_chunks, vad_chunks
+
+ProgressHook = Callable[[float, float], None]
+SECONDS_PER_TIMESTAMP = 0.02
+CHUNK_SIZE = 30.0
+
+
+@dataclass
+class DecodedChunk:
+    chunk: SpeechChunk
+    generated: Generated
+    temperature: float
+    compression_ratio: float
+    words: list[WordTiming] | None = None
+
+
+@dataclass
+class RawSegment:
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    decoded: DecodedChunk
+    words: list[dict[str, Any]] = field(default_factory=list)
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / max(len(zlib.compress(data)), 1)
+
+
+def speech_chunks(samples: np.ndarray, vad: VadOptions | None) -> list[SpeechChunk]:
+    if vad is None:
+        return fixed_chunks(len(samples) / SAMPLE_RATE, CHUNK_SIZE)
+    return vad_chunks(samples, vad)
+
+
+def window(samples: np.ndarray, chunk: SpeechChunk) -> np.ndarray:
+    return samples[int(round(chunk.start * SAMPLE_RATE)) : int(round(chunk.end * SAMPLE_RATE))]
+
+
+# --- language ---------------------------------------------------------------------------------------------
+def vote_language(backend: Backend, samples: np.ndarray, chunks: list[SpeechChunk], max_chunks: int) -> LanguageInfo:
+    """Detect on up to `max_chunks` of the longest chunks, spread over the file, and sum their probabilities
+    (one chunk's guess decides nothing: WhisperX issue #466, a file that opens with music or another language)."""
+    longest = sorted(range(len(chunks)), key=lambda i: -chunks[i].duration)[: max(max_chunks, 1)]
+    picked = sorted(longest)
+    encoded = backend.encode([window(samples, chunks[i]) for i in picked])
+    detections = backend.detect_language(encoded)
+    totals: dict[str, float] = {}
+    for detection in detections:
+        for code, probability in detection.items():
+            totals[code] = totals.get(code, 0.0) + probability
+    code = max(totals, key=totals.__getitem__)
+    votes = []
+    for index, detection in zip(picked, detections, strict=True):
+        best = max(detection, key=detection.__getitem__)
+        votes.append(LanguageVote(start=chunks[index].start, end=chunks[index].end, language=best, probability=round(detection[best], 4)))
+    return LanguageInfo(code=code, probability=round(totals[code] / len(detections), 4), source="detected", votes=votes)
+
+
+# --- prompts and suppression ----------------------------------------------------------------------------------
+def suppressed_tokens(tokenizer: Any, spec: str, numerals: bool) -> tuple[int, ...]:
+    """openai-whisper's suppress list ("-1" = non-speech symbols), plus the special tokens, plus digits on request."""
+    ids = [int(t) for t in spec.split(",") if t.strip()] if spec else []
+    tokens = set(ids)
+    if -1 in tokens:
+        tokens.discard(-1)
+        tokens.update(tokenizer.non_speech_tokens)
+    tokens.update([tokenizer.transcribe, tokenizer.translate, tokenizer.sot, tokenizer.sot_prev, tokenizer.sot_lm])
+    if tokenizer.no_speech is not None:
+        tokens.add(tokenizer.no_speech)
+    if numerals:
+        tokens.update(numeral_tokens(tokenizer))
+    return tuple(sorted(tokens))
+
+
+def numeral_tokens(tokenizer: Any) -> list[int]:
+    """Tokens that spell digits or currency/percent signs (WhisperX's --suppress_numerals), so numbers come out as words."""
+    found = []
+    for token in range(tokenizer.eot):
+        text = tokenizer.decode([token]).strip()
+        if text and any(c.isdigit() or c in "%$£€¥" for c in text):
+            found.append(token)
+    return found
+
+
+def prompt_tokens(tokenizer: Any, previous: list[int], hotwords: str | None, without_timestamps: bool, n_text_ctx: int = 448) -> list[int]:
+    """faster-whisper's prompt: [<|startofprev|> hotwords previous-text] <|startoftranscript|> lang task [notimestamps]."""
+    half = n_text_ctx // 2 - 1
+    context: list[int] = []
+    if hotwords:
+        context += tokenizer.encode(" " + hotwords.strip())[:half]
+    if previous:
+        context += previous[-half:]
+    prompt = [tokenizer.sot_prev, *context[-half:]] if context else []
+    prompt += list(tokenizer.sot_sequence)
+    if without_timestamps:
+        prompt.append(tokenizer.no_timestamps)
+    return prompt
+
+
+def batches(count: int, batch_size: int, interleaved: bool) -> list[list[int]]:
+    """Chunk indices per batch. Interleaved: the file is cut into `batch_size` streams of consecutive chunks and
+    a batch holds the next chunk of each stream, so every chunk can be prompted with its stream's previous text."""
+    if not interleaved:
+        return [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
+    streams = np.array_split(np.arange(count), min(batch_size, count) or 1)
+    longest = max((len(s) for s in streams), default=0)
+    return [[int(s[step]) for s in streams if step < len(s)] for step in range(longest)]
+
+
+# --- decoding ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FallbackRules:
+    temperatures: tuple[float, ...]
+    compression_ratio_threshold: float | None
+    logprob_threshold: float | None
+    no_speech_threshold: float | None
+
+    def is_silence(self, generated: Generated) -> bool:
+        if self.no_speech_threshold is None or generated.no_speech_prob <= self.no_speech_threshold:
+            return False
+        return self.logprob_threshold is None or generated.avg_logprob < self.logprob_threshold
+
+    def loops(self, ratio: float) -> bool:
+        return self.compression_ratio_threshold is not None and ratio > self.compression_ratio_threshold
+
+    def needs_retry(self, generated: Generated, ratio: float) -> bool:
+        if self.is_silence(generated):
+            return False  # silence is not a failure: no point sampling it
+        too_unsure = self.logprob_threshold is not None and generated.avg_logprob < self.logprob_threshold
+        return self.loops(ratio) or too_unsure
+
+
+def decode_with_fallback(
+    backend: Backend, encoded: Encoded, prompts: list[list[int]], base: GenerateOptions, rules: FallbackRules, tokenizer: Any
+) -> list[tuple[Generated, float, float]]:
+    """Decode all rows at the first temperature; retry only the rows that failed, at the next one."""
+    results: list[tuple[Generated, float, float] | None] = [None] * len(prompts)
+    pending = list(range(len(prompts)))
+    for attempt, temperature in enumerate(rules.temperatures):
+        options = base if temperature == 0 else _sampling(base, temperature)
+        subset = encoded if len(pending) == len(prompts) else backend.select(encoded, pending)
+        generated = backend.generate(subset, [prompts[i] for i in pending], options)
+        retry = []
+        for row, item in zip(pending, generated, strict=True):
+            ratio = compression_ratio(tokenizer.decode([t for t in item.tokens if t < tokenizer.eot]))
+            results[row] = (item, temperature, ratio)
+            if attempt + 1 < len(rules.temperatures) and rules.needs_retry(item, ratio):
+                retry.append(row)
+        pending = retry
+        if not pending:
+            break
+    return [r for r in results if r is not None]
+
+
+def _sampling(base: GenerateOptions, temperature: float) -> GenerateOptions:
+    from dataclasses import replace
+
+    return replace(base, temperature=temperature, beam_size=1)  # openai-whisper samples (best_of 1) above 0
+
+
+# --- segments ------------------------------------------------------------------------------------------------------
+def split_segments(decoded: DecodedChunk, tokenizer: Any) -> list[RawSegment]:
+    """Timestamp pairs cut the chunk's tokens into segments; without timestamps the chunk is one segment."""
+    chunk, tokens = decoded.chunk, decoded.generated.tokens
+    begin = tokenizer.timestamp_begin
+    segments: list[RawSegment] = []
+    current: list[int] = []
+    opened: float | None = None
+    for token in tokens:
+        if token >= begin:
+            time = chunk.start + (token - begin) * SECONDS_PER_TIMESTAMP
+            if current:
+                segments.append(_raw(opened if opened is not None else chunk.start, time, current, decoded, tokenizer))
+                current, opened = [], None
+            else:
+                opened = time
+        elif token < tokenizer.eot:
+            current.append(token)
+    if current:  # text after the last timestamp (or no timestamps at all) runs to the chunk's end
+        segments.append(_raw(opened if opened is not None else chunk.start, chunk.end, current, decoded, tokenizer))
+    return [s for s in segments if s.text.strip()]
+
+
+def _raw(start: float, end: float, tokens: list[int], decoded: DecodedChunk, tokenizer: Any) -> RawSegment:
+    end = min(max(end, start), decoded.chunk.end)
+    return RawSegment(start=min(start, end), end=end, text=tokenizer.decode(tokens), tokens=tokens, decoded=decoded)
+
+
+def attach_words(segments: list[RawSegment], words: list[WordTiming], chunk_start: float, decoding: DecodingOptions) -> None:
+    """Hand the chunk's word timings to its segments in token order, punctuation merged as openai-whisper."""
+    from mlx_whisper.timing import merge_punctuations
+
+    merge_punctuations(words, decoding.prepend_punctuations, decoding.append_punctuations)
+    queue = [w for w in words if w.word]
+    for segment in segments:
+        budget = len(segment.tokens)
+        while queue and budget > 0:
+            word = queue.pop(0)
+            budget -= len(word.tokens)
+            start = min(max(chunk_start + word.start, segment.start), segment.end)
+            end = min(max(chunk_start + word.end, start), segment.end)
+            segment.words.append({"word": word.word, "start": round(start, 3), "end": round(end, 3), "probability": word.probability})
+
+
+def transcribe_chunks(
+    backend: Backend,
+    tokenizer: Any,
+    samples: np.ndarray,
+    chunks: list[SpeechChunk],
+    decoding: DecodingOptions,
+    on_progress: ProgressHook | None = None,
+) -> list[RawSegment]:
+    temperatures = tuple(decoding.temperature) or (0.0,)
+    rules = FallbackRules(temperatures, decoding.compression_ratio_threshold, decoding.logprob_threshold, decoding.no_speech_threshold)
+    base = GenerateOptions(
+        beam_size=decoding.beam_size,
+        patience=decoding.patience,
+        length_penalty=decoding.length_penalty,
+        suppress_tokens=suppressed_tokens(tokenizer, decoding.suppress_tokens, decoding.suppress_numerals),
+        without_timestamps=decoding.without_timestamps,
+    )
+    initial = tokenizer.encode(" " + decoding.initial_prompt.strip()) if decoding.initial_prompt else []
+    previous = {i: initial for i in range(len(chunks))}
+    next_in_stream: dict[int, int] = {}
+    plan = batches(len(chunks), decoding.batch_size, decoding.interleaved_context)
+    if decoding.interleaved_context:
+        for step, following in zip(plan, plan[1:], strict=False):
+            next_in_stream.update(zip(step, following, strict=False))
+    total = sum(c.duration for c in chunks)
+    done, segments = 0.0, []
+    for indices in plan:
+        encoded = backend.encode([window(samples, chunks[i]) for i in indices])
+        prompts = [prompt_tokens(tokenizer, previous[i], decoding.hotwords, decoding.without_timestamps) for i in indices]
+        outcomes = decode_with_fallback(backend, encoded, prompts, base, rules, tokenizer)
+        decoded = [DecodedChunk(chunks[i], g, t, r) for i, (g, t, r) in zip(indices, outcomes, strict=True)]
+        kept = [row for row, d in enumerate(decoded) if _keep(d, rules)]
+        per_row = {row: split_segments(decoded[row], tokenizer) for row in kept}
+        if decoding.word_timestamps and kept:
+            _add_words(backend, encoded, kept, decoded, per_row, tokenizer, decoding)
+        for row in kept:
+            segments += per_row[row]
+        for row, index in enumerate(indices):
+            if index in next_in_stream:  # the next chunk of this stream is prompted with this one's text
+                text = [t for t in decoded[row].generated.tokens if t < tokenizer.eot]
+                previous[next_in_stream[index]] = text if row in per_row else initial
+        done += sum(chunks[i].duration for i in indices)
+        if on_progress:
+            on_progress(done, total)
+    return segments
+
+
+def _keep(decoded: DecodedChunk, rules: FallbackRules) -> bool:
+    """Drop silence (no-speech) and chunks that still loop after every temperature (hallucinated repetition)."""
+    if rules.is_silence(decoded.generated):
+        return False
+    if rules.loops(decoded.compression_ratio):
+        print(
+            f"warning: dropped {decoded.chunk.start:.1f}-{decoded.chunk.end:.1f} s: its text still repeats itself "
+            f"(compression ratio {decoded.compression_ratio:.2f}) after every temperature",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def _add_words(
+    backend: Backend,
+    encoded: Encoded,
+    rows: list[int],
+    decoded: list[DecodedChunk],
+    per_row: dict[int, list[RawSegment]],
+    tokenizer: Any,
+    decoding: DecodingOptions,
+) -> None:
+    subset = encoded if len(rows) == len(decoded) else backend.select(encoded, rows)
+    prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+    texts = [[t for t in decoded[row].generated.tokens if t < tokenizer.eot] for row in rows]
+    for row, words in zip(rows, backend.align_words(subset, [prompt] * len(rows), texts, tokenizer), strict=True):
+        attach_words(per_row[row], words, decoded[row].chunk.start, decoding)
