@@ -249,7 +249,7 @@ def transcribe_chunks(
         for step, following in zip(plan, plan[1:], strict=False):
             next_in_stream.update(zip(step, following, strict=False))
     total = sum(c.duration for c in chunks)
-    done, segments = 0.0, []
+    done, by_chunk = 0.0, {}
     for indices in plan:
         encoded = backend.encode([window(samples, chunks[i]) for i in indices])
         prompts = [prompt_tokens(tokenizer, previous[i], decoding.hotwords, decoding.without_timestamps) for i in indices]
@@ -260,7 +260,7 @@ def transcribe_chunks(
         if decoding.word_timestamps and kept:
             _add_words(backend, encoded, kept, decoded, per_row, tokenizer, decoding)
         for row in kept:
-            segments += per_row[row]
+            by_chunk[indices[row]] = per_row[row]
         for row, index in enumerate(indices):
             if index in next_in_stream:  # the next chunk of this stream is prompted with this one's text
                 text = [t for t in decoded[row].generated.tokens if t < tokenizer.eot]
@@ -268,7 +268,7 @@ def transcribe_chunks(
         done += sum(chunks[i].duration for i in indices)
         if on_progress:
             on_progress(done, total)
-    return segments
+    return [segment for index in sorted(by_chunk) for segment in by_chunk[index]]  # interleaved batches are not in order
 
 
 def _keep(decoded: DecodedChunk, rules: FallbackRules) -> bool:
