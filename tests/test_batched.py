@@ -25,7 +25,15 @@ from mlx_whisper.tokenizer import get_tokenizer
 from shared.contract import DecodingOptions
 from stages.common.audio import SAMPLE_RATE, decode_audio
 from stages.transcribe.backend import GenerateOptions
-from stages.transcribe.batched import decode_with_fallback, FallbackRules, prompt_tokens, speech_chunks, suppressed_tokens, transcribe_chunks, window
+from stages.transcribe.batched import (
+    FallbackRules,
+    decode_with_fallback,
+    prompt_tokens,
+    speech_chunks,
+    suppressed_tokens,
+    transcribe_chunks,
+    window,
+)
 from stages.transcribe.batched_run import load_backend
 from stages.transcribe.pipeline import TranscribeOptions
 from stages.transcribe.vad import VadOptions

@@ -98,10 +98,9 @@ class MlxBackend:
         decoder = self.model.decoder
         tokens, padding = _left_pad(prompts, self.tokenizer.eot)
         features = encoded.features
-        if repeat > 1:
+        if repeat > 1:  # beams: each window's prompt `repeat` times; its audio stays once (DecoderState.group)
             tokens, padding = np.repeat(tokens, repeat, axis=0), np.repeat(padding, repeat)
-            features = mx.repeat(features, repeat, axis=0)
-        state = fwd.new_state(decoder, features, padding)
+        state = fwd.new_state(decoder, features, padding, group=repeat)
         hidden = fwd.decode_hidden(decoder, mx.array(tokens), state)
         rows = np.arange(len(tokens))
         sot_index = [row.index(self.tokenizer.sot) for row in tokens.tolist()]
@@ -183,7 +182,7 @@ class MlxBackend:
         for _ in range(self._token_budget(prompts, options)):
             histories = [_history(beam.tokens, self.vocab) for w in active for beam in live[w]]
             logprobs = np.asarray(self._logprobs(logits, histories, options, static_mask))
-            top = np.argsort(-logprobs, axis=-1)[:, : beams_n + 1]
+            top = np.argpartition(-logprobs, beams_n, axis=-1)[:, : beams_n + 1]  # the best beam_size + 1, unordered
             source_rows, next_tokens, still = [], [], []
             for slot, window in enumerate(active):
                 candidates = []

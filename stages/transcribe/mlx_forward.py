@@ -101,20 +101,24 @@ class DecoderState:
     values: list[mx.array | None]
     padding: np.ndarray  # (batch,) tokens of left padding in the prompt
     length: int = 0
+    group: int = 1  # consecutive rows that share one window's audio (beam search): cross keys are stored once per group
 
     def select(self, rows: np.ndarray) -> DecoderState:
-        """Keep these rows (finished ones leave the batch, beams are reordered)."""
+        """Keep these rows (finished ones leave the batch, beams are reordered within their window)."""
         index = mx.array(rows.astype(np.int32))
+        windows = rows[:: self.group] // self.group
+        window_index = mx.array(windows.astype(np.int32))
         return DecoderState(
-            cross=[(k[rows], v[rows]) if isinstance(k, np.ndarray) else (k[index], v[index]) for k, v in self.cross],
+            cross=[(k[windows], v[windows]) if isinstance(k, np.ndarray) else (k[window_index], v[window_index]) for k, v in self.cross],
             keys=[None if k is None else k[index] for k in self.keys],
             values=[None if v is None else v[index] for v in self.values],
             padding=self.padding[rows],
             length=self.length,
+            group=self.group,
         )
 
 
-def new_state(decoder: nn.Module, audio_features: mx.array, padding: np.ndarray) -> DecoderState:
+def new_state(decoder: nn.Module, audio_features: mx.array, padding: np.ndarray, group: int = 1) -> DecoderState:
     """Cross-attention keys/values, laid out once for every step: contiguous (MLX copies a strided view on
     every use), and on the CPU device as numpy arrays, keys pre-transposed for one matrix product per head."""
     cross: list = []
@@ -127,7 +131,7 @@ def new_state(decoder: nn.Module, audio_features: mx.array, padding: np.ndarray)
             cross.append((mx.contiguous(keys), mx.contiguous(values)))
     mx.eval([pair for pair in cross if isinstance(pair[0], mx.array)])
     layers = len(decoder.blocks)
-    return DecoderState(cross=cross, keys=[None] * layers, values=[None] * layers, padding=padding)
+    return DecoderState(cross=cross, keys=[None] * layers, values=[None] * layers, padding=padding, group=group)
 
 
 def _self_mask(state: DecoderState, length: int, dtype: mx.Dtype) -> mx.array | None:
@@ -162,7 +166,10 @@ def decode_hidden(decoder: nn.Module, tokens: mx.array, state: DecoderState, cro
         scale = q.shape[-1] ** -0.5
         x = x + attn.out(merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)))
         cross = block.cross_attn
-        x = x + cross.out(_cross_attention(cross.query(block.cross_attn_ln(x)), *state.cross[layer], n_head, cross_qk))
+        q = cross.query(block.cross_attn_ln(x))
+        if state.group > 1:  # the beams of a window ask their shared audio as extra query positions
+            q = q.reshape(batch // state.group, state.group * length, q.shape[-1])
+        x = x + cross.out(_cross_attention(q, *state.cross[layer], n_head, cross_qk).reshape(batch, length, -1))
         x = x + block.mlp2(gelu(block.mlp1(block.mlp_ln(x))))
     state.length += length
     return decoder.ln(x)
