@@ -11,6 +11,9 @@ model code) 276x". Paths timed:
   `GreedyDecoder.update`, one step ahead with `mx.async_eval`, 100 steps.
 - `mlxw-decode`: `mlx_whisper.decoding.decode(model, audio_features, DecodingOptions(sample_len=100,
   suppress_tokens=[eot], without_timestamps=True))` (its whole DecodingTask; encoder timed as in mlxw-loop).
+- `torch-decode`: the PyTorch eager reference on the same machine: openai-whisper's model (same dims, random
+  weights, fp16, its SDPA attention and KV-cache hooks), its log-mel on the GPU, encoder, then
+  `whisper.decoding.decode` with the same options. Needs torch with CUDA and `openai-whisper`.
 
 Both mlx_whisper paths use the same log-mel code (mlx_whisper.audio) as ours. x-realtime = batch * 30 s / wall s.
 
@@ -49,7 +52,7 @@ DIMS = {
     # a multilingual vocabulary, so the same 100-language tokenizer fits
     "tiny": (80, 1500, 384, 6, 4, 51866, 448, 384, 6, 4),
 }
-PATHS = ("ours", "mlxw-loop", "mlxw-decode")
+PATHS = ("ours", "mlxw-loop", "mlxw-decode", "torch-decode")
 
 
 def _stub_unused_imports() -> list[str]:
@@ -214,6 +217,44 @@ def run_mlxw_decode(model: Whisper, windows: list[np.ndarray], steps: int, eot: 
     return t1 - t0, t2 - t1, [len(r.tokens) for r in results]
 
 
+def build_torch_model(dims_name: str, seed: int) -> Any:
+    """openai-whisper's PyTorch model with the same shapes, random weights, fp16 on the GPU (built there: no CPU init).
+    Its LayerNorms compute in float32 (they cast their input up), so they keep float32 weights; everything else is fp16
+    (openai-whisper's own fp32-weights-fp16-activations casts every weight at every call: slower, not eager's best)."""
+    import torch
+    from whisper.model import ModelDimensions as TorchDims
+    from whisper.model import Whisper as TorchWhisper
+
+    torch.manual_seed(seed)
+    with torch.device("cuda"):
+        model = TorchWhisper(TorchDims(*DIMS[dims_name])).half().eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.float()
+    return model
+
+
+def run_torch_decode(model: Any, windows: list[np.ndarray], steps: int, eot: int) -> tuple[float, float, list[int]]:
+    import torch
+    from whisper import decoding as torch_decoding
+    from whisper.audio import log_mel_spectrogram as torch_log_mel
+
+    options = torch_decoding.DecodingOptions(
+        task="transcribe", language="en", sample_len=steps, suppress_tokens=[eot], without_timestamps=True, fp16=True
+    )
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        audio = torch.from_numpy(np.stack([w[:N_SAMPLES] for w in windows])).cuda()
+        mel = torch_log_mel(audio, n_mels=model.dims.n_mels)[..., :N_FRAMES]
+        features = model.encoder(mel.half())
+        torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        results = torch_decoding.decode(model, features, options)  # encoder output given: decode() skips the encoder
+        torch.cuda.synchronize()
+        t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, [len(r.tokens) for r in results]
+
+
 # --- one configuration -----------------------------------------------------------------------------------
 def measure(path: str, model: Whisper, backend: MlxBackend, tokenizer: Any, batch: int, args: argparse.Namespace, dtype: mx.Dtype) -> dict:
     rng = np.random.default_rng(args.seed + batch)
@@ -226,11 +267,19 @@ def measure(path: str, model: Whisper, backend: MlxBackend, tokenizer: Any, batc
             return run_ours(backend, windows, prompt, options)
         if path == "mlxw-loop":
             return run_mlxw_loop(model, windows, prompt, args.tokens, tokenizer.eot, dtype)
+        if path == "torch-decode":
+            return run_torch_decode(args.torch_model, windows, args.tokens, tokenizer.eot)
         return run_mlxw_decode(model, windows, args.tokens, tokenizer.eot, dtype)
 
+    if path == "torch-decode" and args.torch_model is None:
+        raise RuntimeError("no PyTorch model (torch with CUDA and openai-whisper are needed)")
     gc.collect()
     clear_cache()
     reset_peak()
+    if path == "torch-decode":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
     warm_start = time.perf_counter()
     once()  # warm-up: kernel compilation, allocator growth
     warmup_s = time.perf_counter() - warm_start
@@ -259,9 +308,15 @@ def measure(path: str, model: Whisper, backend: MlxBackend, tokenizer: Any, batc
         "tokens_per_window_ok": all(r["tokens_min"] == r["tokens_max"] == args.tokens for r in runs),
         "tokens_per_window": sorted({r["tokens_min"] for r in runs} | {r["tokens_max"] for r in runs}),
         "decode_tokens_per_s_median": batch * args.tokens / statistics.median(r["decode_s"] for r in runs),
-        "peak_memory_gib": peak_memory(),
+        "peak_memory_gib": peak_memory() if path != "torch-decode" else _torch_peak_gib(),
     }
     return row
+
+
+def _torch_peak_gib() -> float:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / GIB
 
 
 # --- profile: where the time of one configuration goes ------------------------------------------------------
@@ -395,23 +450,26 @@ def micro(model: Whisper, tokenizer: Any, batch: int, args: argparse.Namespace, 
     token = mx.array(np.full((batch, 1), 440, np.int32))
 
     def copy_state() -> fwd.DecoderState:
-        return fwd.DecoderState(state.cross, list(state.keys), list(state.values), state.padding, state.length)
+        return fwd.DecoderState(state.cross, list(state.keys), list(state.values), state.padding, state.length, qkv=state.qkv)
 
     def full_step() -> None:
         mx.eval(fwd.logits_of(decoder, fwd.decode_hidden(decoder, token, copy_state())[:, -1]))
 
     out["step_ms"] = _median_ms(full_step)
     cross_bytes = sum(k.nbytes + v.nbytes for k, v in state.cross)
+    # the (.., 1500, depth) layout scaled_dot_product_attention takes, whichever layout the state keeps
+    sdpa_cross = [(k if k.shape[-1] == v.shape[-1] else mx.contiguous(k.transpose(0, 1, 3, 2)), v) for k, v in state.cross]
+    mx.eval(sdpa_cross)
     qs = [mx.random.normal((batch, heads, 1, depth)).astype(dtype) for _ in range(layers)]
     mx.eval(qs)
     scale = depth**-0.5
 
     def cross_sdpa() -> None:
-        mx.eval([mx.fast.scaled_dot_product_attention(q, k, v, scale=scale) for q, (k, v) in zip(qs, state.cross, strict=True)])
+        mx.eval([mx.fast.scaled_dot_product_attention(q, k, v, scale=scale) for q, (k, v) in zip(qs, sdpa_cross, strict=True)])
 
     def cross_manual() -> None:
         outs = []
-        for q, (k, v) in zip(qs, state.cross, strict=True):
+        for q, (k, v) in zip(qs, sdpa_cross, strict=True):
             scores = (q * scale) @ k.transpose(0, 1, 3, 2)
             outs.append(mx.softmax(scores.astype(mx.float32), axis=-1).astype(dtype) @ v)
         mx.eval(outs)
@@ -631,20 +689,22 @@ def fmt_gib(value: float | None) -> str:
 
 def print_table(rows: list[dict], tokens: int) -> None:
     head = (f"{'model':<15} {'batch':>5} {'path':<11} {'tok/win':>7} {'encode s':>15} {'decode s':>15} {'total s':>15} "
-            f"{'x-RT best':>9} {'x-RT med':>9} {'vs mlxw-loop':>12} {'peak GiB':>8}")  # fmt: skip
+            f"{'x-RT best':>9} {'x-RT med':>9} {'vs mlxw-loop':>12} {'vs torch':>8} {'peak GiB':>8}")  # fmt: skip
     print(f"\nmin / median over runs; {tokens} tokens per 30 s window; x-RT = batch x 30 s / (encode + decode)")
     print(head)
     print("-" * len(head))
-    base = {(r["model"], r["batch"]): r for r in rows if r["path"] == "mlxw-loop"}
+
+    def versus(path: str, r: dict) -> str:
+        ref = next((b for b in rows if b["path"] == path and (b["model"], b["batch"]) == (r["model"], r["batch"])), None)
+        return f"{r['x_realtime_median'] / ref['x_realtime_median']:.2f}x" if ref else "-"
+
     for r in rows:
-        ref = base.get((r["model"], r["batch"]))
-        speedup = f"{r['x_realtime_median'] / ref['x_realtime_median']:.2f}x" if ref else "-"
         tok = str(tokens) if r["tokens_per_window_ok"] else "BAD:" + ",".join(map(str, r["tokens_per_window"]))
         print(
             f"{r['model']:<15} {r['batch']:>5} {r['path']:<11} {tok:>7} "
             f"{r['encode_s_min']:>7.3f}/{r['encode_s_median']:<7.3f} {r['decode_s_min']:>7.3f}/{r['decode_s_median']:<7.3f} "
             f"{r['total_s_min']:>7.3f}/{r['total_s_median']:<7.3f} {r['x_realtime_best']:>8.0f}x {r['x_realtime_median']:>8.0f}x "
-            f"{speedup:>12} {fmt_gib(r['peak_memory_gib']):>8}"
+            f"{versus('mlxw-loop', r):>12} {versus('torch-decode', r):>8} {fmt_gib(r['peak_memory_gib']):>8}"
         )
 
 
@@ -746,6 +806,12 @@ def main() -> None:
             "dims": DIMS[name],
         }
         print(f"{name}: {report['models'][name]}", flush=True)
+        args.torch_model = None
+        if "torch-decode" in args.paths:
+            try:
+                args.torch_model = build_torch_model(name, args.seed)
+            except Exception as error:  # noqa: BLE001 - no CUDA torch / openai-whisper: the MLX rows still run
+                print(f"torch-decode unavailable: {error!r}", flush=True)
         for batch in args.batch:
             for path in args.paths:
                 try:
@@ -762,6 +828,7 @@ def main() -> None:
                       f"(encode {row['encode_s_median']:.3f} s, decode {row['decode_s_median']:.3f} s, "
                       f"tokens ok {row['tokens_per_window_ok']}, peak {fmt_gib(row['peak_memory_gib'])} GiB)", flush=True)  # fmt: skip
         del model, backend
+        args.torch_model = None
         gc.collect()
         clear_cache()
 

@@ -55,6 +55,10 @@ def run(samples=audio, pieces=chunks, **changes):
 
 out = {"chunks": len(chunks), "batch8": run(), "batch1": run(batch_size=1), "beam5": run(beam_size=5)}
 out["words"] = run(word_timestamps=True)
+if backend.name == "mlx":  # the GPU's loop (step t+1 queued before step t's tokens are read), here on the CPU
+    backend.step_ahead = True
+    out["step_ahead"] = run()
+    backend.step_ahead = False
 out["interleaved"] = run(interleaved_context=True, batch_size=2)
 silence = np.zeros(20 * SAMPLE_RATE, np.float32)
 out["silence"] = run(samples=silence, pieces=speech_chunks(silence, VadOptions()))  # the stage's path: VAD finds nothing
@@ -106,6 +110,12 @@ def test_batch_size_does_not_change_the_text(results: dict) -> None:
     assert results["chunks"] >= 3
     assert _text(results["batch8"]) == _text(results["batch1"])
     assert "New Jersey" in _text(results["batch8"])
+
+
+def test_queueing_the_next_step_changes_nothing(results: dict) -> None:
+    if "step_ahead" not in results:
+        pytest.skip("an MLX decoding loop")
+    assert results["step_ahead"] == results["batch8"]
 
 
 def test_batch_padding_never_changes_a_chunks_tokens(results: dict) -> None:

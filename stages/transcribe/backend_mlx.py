@@ -51,6 +51,9 @@ class MlxBackend:
         )
         # logit rules run where the logits are: numpy on the CPU device (see logit_rules), MLX on a GPU
         self.xp = np if self.device == "cpu" else mx
+        # On a GPU, greedy/sampling queue step t+1 before reading step t's tokens, so that the host builds the next
+        # graph while the device computes (a row that ended is dropped one step late). On the CPU both share the cores.
+        self.step_ahead = self.device != "cpu"
 
     # --- encoder -------------------------------------------------------------------------------------
     def encode(self, windows: list[np.ndarray]) -> Encoded:
@@ -112,9 +115,11 @@ class MlxBackend:
             no_speech = probs.astype(np.float64)
         return state, logits, no_speech
 
-    def _step(self, state: fwd.DecoderState, tokens: list[int]) -> Any:
+    def _step(self, state: fwd.DecoderState, tokens: Any) -> Any:
+        """One token per row (a list, numpy or MLX array) -> the next logits (lazy)."""
         decoder = self.model.decoder
-        hidden = fwd.decode_hidden(decoder, mx.array(np.array(tokens, np.int32)[:, None]), state)
+        column = mx.array(np.asarray(tokens, np.int32)) if not isinstance(tokens, mx.array) else tokens.astype(mx.int32)
+        hidden = fwd.decode_hidden(decoder, column[:, None], state)
         return fwd.logits_of(decoder, hidden[:, -1])
 
     def _logprobs(self, logits: Any, histories: list[RowHistory], options: GenerateOptions, static_mask: Any) -> Any:
@@ -148,11 +153,16 @@ class MlxBackend:
         histories = [RowHistory() for _ in prompts]
         sum_logprob = np.zeros(len(prompts))
         active = np.arange(len(prompts))  # original row of each batch row
-        for _ in range(self._token_budget(prompts, options)):
+        budget = self._token_budget(prompts, options)
+        for step in range(budget):
             logprobs = self._logprobs(logits, [histories[i] for i in active], options, static_mask)
             scores = logprobs if options.temperature == 0 else logprobs / options.temperature + _gumbel(xp, logprobs.shape)
             chosen = xp.argmax(scores, axis=-1)
             picked = xp.take_along_axis(logprobs, chosen[:, None], axis=-1)[:, 0]
+            queued = None
+            if self.step_ahead and step + 1 < budget:
+                queued = self._step(state, chosen if xp is mx else mx.array(chosen))
+                mx.async_eval(queued, *((chosen, picked) if xp is mx else ()))
             chosen, picked = np.asarray(chosen).astype(np.int64), np.asarray(picked).astype(np.float64)
             sum_logprob[active] += picked
             record([histories[i] for i in active], chosen.tolist(), self.vocab)
@@ -160,8 +170,10 @@ class MlxBackend:
             if not alive.any():
                 break
             if not alive.all():
-                state, active, chosen = state.select(np.flatnonzero(alive)), active[alive], chosen[alive]
-            logits = self._step(state, chosen.tolist())
+                keep = np.flatnonzero(alive)
+                state, active, chosen = state.select(keep), active[alive], chosen[alive]
+                queued = None if queued is None else queued[mx.array(keep.astype(np.int32))]
+            logits = queued if queued is not None else self._step(state, chosen)
         return [self._result(h.sampled, s, p) for h, s, p in zip(histories, sum_logprob, no_speech, strict=True)]
 
     def _result(self, sampled: list[int], sum_logprob: float, no_speech: float) -> Generated:
