@@ -66,6 +66,18 @@ out["merged"] = chunks(vad.merge_chunks([(0.0, 10.0), (12.0, 25.0), (26.0, 31.0)
 out["fixed"] = [chunks(vad.fixed_chunks(95.5, 30.0)), chunks(vad.fixed_chunks(60.0, 30.0)), chunks(vad.fixed_chunks(0.0, 30.0))]
 out["errors"] = {"pyannote": error(method="pyannote"), "chunk_size": error(chunk_size=45.0), "offset": error(offset=0.9)}
 
+from stages.transcribe.batched_run import refuse_sequential_only
+
+def refusal(**decoding):
+    try:
+        refuse_sequential_only(decoding)
+    except StageError as exc:
+        return [int(exc.exit_code), exc.message]
+    return None
+
+out["sequential_only"] = [refusal(condition_on_previous_text=True), refusal(hallucination_silence_threshold=2.0),
+                          refusal(condition_on_previous_text=False, hallucination_silence_threshold=None)]
+
 ten = np.tile(audio, 10)  # 300 s
 timings = []
 for _ in range(3):
@@ -170,6 +182,11 @@ def test_bad_options_are_usage_errors(vad_run: dict) -> None:
     assert errors["pyannote"] == [2, "--vad_method pyannote is not available in stage 1 yet; use silero"]
     assert errors["chunk_size"][0] == 2 and "--chunk_size" in errors["chunk_size"][1]
     assert errors["offset"][0] == 2 and "--vad_offset" in errors["offset"][1]
+    # flags only the sequential mlx_whisper backend implements are refused by the batched one, not ignored
+    previous_text, silence, neither = vad_run["sequential_only"]
+    assert previous_text[0] == 2 and previous_text[1].startswith("--condition_on_previous_text needs --backend mlx_whisper")
+    assert silence[0] == 2 and silence[1].startswith("--hallucination_silence_threshold needs --backend mlx_whisper")
+    assert neither is None
 
 
 def test_300_seconds_is_fast_and_chunks_fit(vad_run: dict) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.contract import DecodingOptions, LanguageInfo, ModelInfo, Segment, Transcript, VadSettings, Word
+from shared.errors import ExitCode, StageError
 from shared.provenance import build_provenance, utc_now
 from stages.common.audio import DecodedAudio
 from stages.common.cache import memoized_sha256
@@ -108,7 +109,22 @@ def skip_package_init(package: str) -> None:
     sys.modules[package] = stub
 
 
+# Flags only mlx_whisper's sequential long-form decoding implements, with the value that means "off".
+SEQUENTIAL_ONLY = {"condition_on_previous_text": False, "hallucination_silence_threshold": None}
+
+
+def refuse_sequential_only(decoding: dict[str, Any]) -> None:
+    for name, off in SEQUENTIAL_ONLY.items():
+        if decoding.get(name, off) != off:
+            raise StageError(
+                ExitCode.USAGE,
+                f"--{name} needs --backend mlx_whisper (batched chunks are decoded independently; "
+                "--interleaved_context True carries each stream's text forward)",
+            )
+
+
 def transcribe_batched(audio: DecodedAudio, options: TranscribeOptions, on_progress: ProgressHook | None = None) -> Transcript:
+    refuse_sequential_only(options.decoding)
     skip_package_init("mlx_whisper")
     from mlx_whisper.tokenizer import get_tokenizer
 
