@@ -330,6 +330,21 @@ def _timed(fn: Any, repeat: int = 3) -> float:
     return best
 
 
+def _build_and_eval_ms(step: Any, steps: int = 40, warmup: int = 5) -> tuple[Any, float, float]:
+    """Run `step` (returns a lazy array) `steps` times: the last output, then median ms to build its graph and to evaluate it."""
+    build, run, output = [], [], None
+    for i in range(steps):
+        t0 = time.perf_counter()
+        output = step()
+        t1 = time.perf_counter()
+        mx.eval(output)
+        t2 = time.perf_counter()
+        if i >= warmup:
+            build.append(t1 - t0)
+            run.append(t2 - t1)
+    return output, 1e3 * statistics.median(build), 1e3 * statistics.median(run)
+
+
 def profile(model: Whisper, backend: MlxBackend, tokenizer: Any, batch: int, args: argparse.Namespace, dtype: mx.Dtype) -> dict:
     """Split encode into mel / encoder and one decode step into graph building (host), GPU evaluation and
     the logit rules; the same for mlx_whisper's decoder step."""
@@ -355,18 +370,9 @@ def profile(model: Whisper, backend: MlxBackend, tokenizer: Any, batch: int, arg
     logits = fwd.logits_of(decoder, hidden[:, -1])
     mx.eval(logits, state.keys, state.values)
     token = mx.array(np.full((batch, 1), 440, np.int32))
-    build, run, steps = [], [], 40
-    for i in range(steps):
-        t0 = time.perf_counter()
-        logits = fwd.logits_of(decoder, fwd.decode_hidden(decoder, token, state)[:, -1])
-        t1 = time.perf_counter()
-        mx.eval(logits)
-        t2 = time.perf_counter()
-        if i >= 5:
-            build.append(t1 - t0)
-            run.append(t2 - t1)
-    out["ours_step_build_ms"] = 1e3 * statistics.median(build)
-    out["ours_step_eval_ms"] = 1e3 * statistics.median(run)
+    logits, out["ours_step_build_ms"], out["ours_step_eval_ms"] = _build_and_eval_ms(
+        lambda: fwd.logits_of(decoder, fwd.decode_hidden(decoder, token, state)[:, -1])
+    )
     out["ours_step_forward_ms"] = out["ours_step_build_ms"] + out["ours_step_eval_ms"]
 
     # the logit rules and the pick, on fixed logits (as in MlxBackend._sample, without_timestamps)
@@ -381,7 +387,7 @@ def profile(model: Whisper, backend: MlxBackend, tokenizer: Any, batch: int, arg
         np.asarray(chosen), np.asarray(picked)
 
     out["ours_step_rules_ms"] = 1e3 * _timed(rules, repeat=10)
-    del state
+    state = None  # frees the cross keys/values before the next measurement
     # the whole generate, per step, for comparison with the parts
     encoded = backend.encode(windows)
     generate_s = _timed(lambda: backend.generate(encoded, [prompt] * batch, options), repeat=1)
@@ -391,19 +397,8 @@ def profile(model: Whisper, backend: MlxBackend, tokenizer: Any, batch: int, arg
     # mlx_whisper's decoder step
     inference = mlxw_decoding.Inference(model)
     mx.eval(inference.logits(mx.array([prompt] * batch), features), inference.kv_cache)
-    build, run = [], []
-    for i in range(steps):
-        t0 = time.perf_counter()
-        lg = inference.logits(token, features)[:, -1]
-        t1 = time.perf_counter()
-        mx.eval(lg)
-        t2 = time.perf_counter()
-        if i >= 5:
-            build.append(t1 - t0)
-            run.append(t2 - t1)
-    out["mlxw_step_build_ms"] = 1e3 * statistics.median(build)
-    out["mlxw_step_eval_ms"] = 1e3 * statistics.median(run)
-    del inference
+    _, out["mlxw_step_build_ms"], out["mlxw_step_eval_ms"] = _build_and_eval_ms(lambda: inference.logits(token, features)[:, -1])
+    inference = None
 
     # what a step must at least read: decoder weights + cross-attention keys/values (+ self cache, small)
     dims = model.dims
@@ -450,7 +445,7 @@ def micro(model: Whisper, tokenizer: Any, batch: int, args: argparse.Namespace, 
     token = mx.array(np.full((batch, 1), 440, np.int32))
 
     def copy_state() -> fwd.DecoderState:
-        return fwd.DecoderState(state.cross, list(state.keys), list(state.values), state.padding, state.length, qkv=state.qkv)
+        return fwd.DecoderState(state.cross, list(state.keys), list(state.values), state.padding, state.qkv, state.length)
 
     def full_step() -> None:
         mx.eval(fwd.logits_of(decoder, fwd.decode_hidden(decoder, token, copy_state())[:, -1]))
@@ -458,7 +453,11 @@ def micro(model: Whisper, tokenizer: Any, batch: int, args: argparse.Namespace, 
     out["step_ms"] = _median_ms(full_step)
     cross_bytes = sum(k.nbytes + v.nbytes for k, v in state.cross)
     # the (.., 1500, depth) layout scaled_dot_product_attention takes, whichever layout the state keeps
-    sdpa_cross = [(k if k.shape[-1] == v.shape[-1] else mx.contiguous(k.transpose(0, 1, 3, 2)), v) for k, v in state.cross]
+    # (the CPU device keeps them as numpy arrays)
+    sdpa_cross = [
+        (mx.array(k) if k.shape[-1] == v.shape[-1] else mx.contiguous(mx.array(k).transpose(0, 1, 3, 2)), mx.array(v))
+        for k, v in state.cross
+    ]
     mx.eval(sdpa_cross)
     qs = [mx.random.normal((batch, heads, 1, depth)).astype(dtype) for _ in range(layers)]
     mx.eval(qs)

@@ -161,7 +161,7 @@ class MlxBackend:
             picked = xp.take_along_axis(logprobs, chosen[:, None], axis=-1)[:, 0]
             queued = None
             if self.step_ahead and step + 1 < budget:
-                queued = self._step(state, chosen if xp is mx else mx.array(chosen))
+                queued = self._step(state, chosen)
                 mx.async_eval(queued, *((chosen, picked) if xp is mx else ()))
             chosen, picked = np.asarray(chosen).astype(np.int64), np.asarray(picked).astype(np.float64)
             sum_logprob[active] += picked

@@ -110,9 +110,9 @@ class DecoderState:
     keys: list[mx.array | None]  # per layer, (batch, heads, length, depth)
     values: list[mx.array | None]
     padding: np.ndarray  # (batch,) tokens of left padding in the prompt
+    qkv: list[tuple[mx.array, mx.array]]  # per layer: fused self-attention weight (width, 3 width), bias (shared by rows)
     length: int = 0
     group: int = 1  # consecutive rows that share one window's audio (beam search): cross keys are stored once per group
-    qkv: list[tuple[mx.array, mx.array]] | None = None  # per layer: fused self-attention weight (width, 3 width), bias
 
     def select(self, rows: np.ndarray) -> DecoderState:
         """Keep these rows (finished ones leave the batch, beams are reordered within their window)."""
@@ -177,10 +177,9 @@ def decode_hidden(decoder: nn.Module, tokens: mx.array, state: DecoderState, cro
     x = decoder.token_embedding(tokens) + decoder.positional_embedding[mx.array(positions)]
     x = x.reshape(batch * length, -1)  # rows x width: MLX's few-row matrix products are faster on 2-D inputs
     mask = _self_mask(state, length, x.dtype)
-    qkv = state.qkv or [_fused_qkv(block.attn) for block in decoder.blocks]
     for layer, block in enumerate(decoder.blocks):
         n_head = block.attn.n_head
-        weight, bias = qkv[layer]
+        weight, bias = state.qkv[layer]
         fused = mx.addmm(bias, block.attn_ln(x), weight).reshape(batch, length, -1)
         q, k, v = (split_heads(part, n_head) for part in mx.split(fused, 3, axis=-1))
         if state.keys[layer] is not None:
