@@ -163,14 +163,17 @@ class Run:
 
 
 def child_env(preload_blas: bool) -> dict[str, str]:
-    """2 threads for every library, offline hub; OpenBLAS preloaded for MLX as stage 1 does (orchestrator/runtime.py)."""
+    """2 threads for every library, offline hub; OpenBLAS preloaded for MLX, its kernels named, as stage 1 does (runtime.py)."""
     from orchestrator import runtime
 
     dropped = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_PRELOAD")
     env = {key: value for key, value in os.environ.items() if key not in dropped}
     env |= {name: str(THREADS) for name in THREAD_VARS} | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     blas = runtime.find_openblas() if preload_blas else None
-    return env | ({"LD_PRELOAD": str(blas)} if blas else {})
+    if blas is None:
+        return env
+    core = runtime.openblas_coretype(runtime.openblas_core(blas), runtime.cpu_flags())  # the kernels stage 1 gets
+    return env | {"LD_PRELOAD": str(blas)} | ({runtime.CORETYPE_ENV: core} if core and runtime.CORETYPE_ENV not in env else {})
 
 
 def timed_process(argv: list[str], env: dict[str, str], log: Path) -> tuple[float, float, int]:

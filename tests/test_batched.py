@@ -9,14 +9,14 @@ The code needs MLX, which only the stage-1 env has: one script runs everything t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from orchestrator import runtime
+
 REPO = Path(__file__).resolve().parents[1]
-OPENBLAS = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3")
 
 ENV_SCRIPT = r"""
 import json, sys
@@ -82,10 +82,8 @@ print(json.dumps(out))
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
-    if OPENBLAS.is_file():
-        env["LD_PRELOAD"] = str(OPENBLAS)
-    return env
+    """What the CLI gives stage 1 (threads, OpenBLAS preloaded with its kernels named), offline."""
+    return runtime.stage_environment("transcribe", threads=2) | {"HF_HUB_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module", params=["mlx", "ctranslate2"])

@@ -4,19 +4,18 @@ tokens faster-whisper gets from the original CT2 model, and conversions are cach
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from orchestrator import runtime
 from stages.transcribe.ct2_convert import cached_conversion, convert_ct2_to_mlx, is_ct2_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENS_SCRIPT = Path(__file__).resolve().parent / "env_scripts" / "ct2_tokens.py"
 # mlx's CPU build ships a single-threaded reference BLAS; Debian's OpenBLAS makes decoding ~10x faster.
-OPENBLAS = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3")
 
 TINY_EN_DIMS = {
     "n_mels": 80,
@@ -33,10 +32,8 @@ TINY_EN_DIMS = {
 
 
 def _stage_env() -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    if OPENBLAS.is_file():
-        env["LD_PRELOAD"] = str(OPENBLAS)
-    return env
+    """What the CLI gives stage 1 (threads, OpenBLAS preloaded with its kernels named), offline."""
+    return runtime.stage_environment("transcribe", threads=2) | {"HF_HUB_OFFLINE": "1"}
 
 
 def _run(python: Path, *args: str) -> str:

@@ -309,3 +309,32 @@ def test_real_transcribe_env_sees_runtime_settings(tmp_path: Path) -> None:
         check=True,
     )
     assert out.stdout.split() == ["2", "64.0"]
+
+
+def test_openblas_kernels_are_named_only_when_it_fell_back_to_generic_ones(tmp_path: Path) -> None:
+    avx512 = frozenset({"fma", "avx2", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl", "amx_int8"})
+    assert runtime.openblas_coretype("Prescott", avx512) == "SkylakeX"
+    assert runtime.openblas_coretype("Prescott", frozenset({"avx2", "fma", "sse3"})) == "Haswell"
+    assert runtime.openblas_coretype("Prescott", frozenset({"sse3"})) is None, "no better kernels: leave it"
+    assert runtime.openblas_coretype("Zen", avx512) is None, "a CPU it knows keeps its own tuning"
+    assert runtime.openblas_coretype(None, avx512) is None, "not OpenBLAS (or not loadable): no override"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse3 avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert runtime.cpu_flags(cpuinfo) == frozenset({"fpu", "sse3", "avx2", "fma"})
+    assert runtime.cpu_flags(tmp_path / "missing") == frozenset()
+    assert runtime.openblas_core(tmp_path / "missing.so") is None
+
+
+def test_the_real_openblas_reports_its_kernels_and_the_user_choice_wins() -> None:
+    library = runtime.find_openblas()
+    if library is None:
+        pytest.skip("no system OpenBLAS here")
+    detected = runtime.openblas_core(library)
+    assert detected, "Debian's libblas.so.3 from openblas-pthread is OpenBLAS: it names its kernels"
+    env = runtime.stage_environment("transcribe", threads=1, base={}, system="Linux", blas_candidates=[library])
+    forced = runtime.openblas_coretype(detected, runtime.cpu_flags())
+    assert env.get("OPENBLAS_CORETYPE") == forced
+    assert (forced is not None) == ("kernels" in env["STAGEWHISPER_BLAS_CHOICE"])
+    base = {"OPENBLAS_CORETYPE": "Haswell"}
+    mine = runtime.stage_environment("transcribe", threads=1, base=base, system="Linux", blas_candidates=[library])
+    assert mine["OPENBLAS_CORETYPE"] == "Haswell"
