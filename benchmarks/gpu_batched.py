@@ -367,11 +367,11 @@ def profile(model: Whisper, backend: MlxBackend, tokenizer: Any, batch: int, arg
     # our decoder step: host graph building vs evaluation
     state = fwd.new_state(decoder, features, np.zeros(batch, np.int64))
     hidden = fwd.decode_hidden(decoder, mx.array(np.array([prompt] * batch, np.int32)), state)
-    logits = fwd.logits_of(decoder, hidden[:, -1])
+    logits = mx.array(fwd.logits_of(decoder, hidden[:, -1]))
     mx.eval(logits, state.keys, state.values)
     token = mx.array(np.full((batch, 1), 440, np.int32))
     logits, out["ours_step_build_ms"], out["ours_step_eval_ms"] = _build_and_eval_ms(
-        lambda: fwd.logits_of(decoder, fwd.decode_hidden(decoder, token, state)[:, -1])
+        lambda: mx.array(fwd.logits_of(decoder, fwd.decode_hidden(decoder, token, state)[:, -1]))
     )
     out["ours_step_forward_ms"] = out["ours_step_build_ms"] + out["ours_step_eval_ms"]
 
@@ -448,7 +448,7 @@ def micro(model: Whisper, tokenizer: Any, batch: int, args: argparse.Namespace, 
         return fwd.DecoderState(state.cross, list(state.keys), list(state.values), state.padding, state.qkv, state.length)
 
     def full_step() -> None:
-        mx.eval(fwd.logits_of(decoder, fwd.decode_hidden(decoder, token, copy_state())[:, -1]))
+        mx.eval(mx.array(fwd.logits_of(decoder, fwd.decode_hidden(decoder, token, copy_state())[:, -1])))
 
     out["step_ms"] = _median_ms(full_step)
     cross_bytes = sum(k.nbytes + v.nbytes for k, v in state.cross)
@@ -519,7 +519,7 @@ def micro(model: Whisper, tokenizer: Any, batch: int, args: argparse.Namespace, 
     out["self_attention_ms"] = _median_ms(self_attention)
     hidden = mx.random.normal((batch, width)).astype(dtype)
     mx.eval(hidden)
-    out["logits_ms"] = _median_ms(lambda: mx.eval(fwd.logits_of(decoder, hidden)))
+    out["logits_ms"] = _median_ms(lambda: mx.eval(mx.array(fwd.logits_of(decoder, hidden))))
     small = mx.random.normal((batch, 1, width)).astype(dtype)
     mx.eval(small)
 
@@ -545,7 +545,7 @@ def micro(model: Whisper, tokenizer: Any, batch: int, args: argparse.Namespace, 
         tok = token
         pending = []
         for _ in range(args.tokens):
-            logits = fwd.logits_of(decoder, fwd.decode_hidden(decoder, tok, st)[:, -1])
+            logits = mx.array(fwd.logits_of(decoder, fwd.decode_hidden(decoder, tok, st)[:, -1]))
             tok = mx.argmax(logits, axis=-1)[:, None].astype(mx.int32)
             if ahead:
                 mx.async_eval(tok)

@@ -173,7 +173,8 @@ def child_env(preload_blas: bool) -> dict[str, str]:
     if blas is None:
         return env
     core = runtime.openblas_coretype(runtime.openblas_core(blas), runtime.cpu_flags())  # the kernels stage 1 gets
-    return env | {"LD_PRELOAD": str(blas)} | ({runtime.CORETYPE_ENV: core} if core and runtime.CORETYPE_ENV not in env else {})
+    env = {runtime.SPIN_ENV: runtime.SPIN_SETTING} | env | {"LD_PRELOAD": str(blas)}
+    return env | ({runtime.CORETYPE_ENV: core} if core and runtime.CORETYPE_ENV not in env else {})
 
 
 def timed_process(argv: list[str], env: dict[str, str], log: Path) -> tuple[float, float, int]:

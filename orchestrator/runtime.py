@@ -39,6 +39,10 @@ _MULTIARCH = ("x86_64-linux-gnu", "aarch64-linux-gnu")
 # Xeon with AMX here) gets its SSE3 fallback "Prescott", and MLX's matmul ran 3.3x slower (59 vs 195 GFLOP/s). Then we
 # name the kernel family the CPU's flags support, best first; the user's own OPENBLAS_CORETYPE always wins.
 CORETYPE_ENV = "OPENBLAS_CORETYPE"
+# OpenBLAS's worker threads spin for 2**28 cycles after each call before they sleep; MLX's CPU stream thread, numpy's
+# own OpenBLAS and our numpy threads then wait behind them (stage 1, MLX, tiny.en, 300 s, 2 cores: 17.5 s -> 12.5 s
+# with 2**4). The user's own setting wins.
+SPIN_ENV, SPIN_SETTING = "OPENBLAS_THREAD_TIMEOUT", "4"
 _OPENBLAS_KERNELS = (
     ("SkylakeX", frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})),
     ("Haswell", frozenset({"avx2", "fma"})),
@@ -189,6 +193,7 @@ def stage_environment(
     if library is not None:
         # mlx-cpu links a bundled reference BLAS by a mangled soname; preloading interposes OpenBLAS symbols.
         env["LD_PRELOAD"] = _with_preload(env.get("LD_PRELOAD"), library)
+        env.setdefault(SPIN_ENV, SPIN_SETTING)
         if CORETYPE_ENV not in env and (core := openblas_coretype(openblas_core(library), cpu_flags())):
             env[CORETYPE_ENV] = core
             env[BLAS_CHOICE_ENV] = f"{choice} (kernels {core}: it picked {openblas_core(library)} for this CPU)"

@@ -239,6 +239,7 @@ def test_stage_environment_sets_threads_and_preloads_openblas(tmp_path: Path) ->
     assert env["PYTORCH_ENABLE_MPS_FALLBACK"] == "1" and env["HF_HUB_DISABLE_TELEMETRY"] == "1"
     assert env["LD_PRELOAD"] == f"{openblas}:/opt/libjemalloc.so"
     assert env["STAGEWHISPER_BLAS_CHOICE"] == f"openblas:{openblas}"
+    assert env["OPENBLAS_THREAD_TIMEOUT"] == "4", "OpenBLAS's workers must not spin on the cores MLX and numpy need"
     assert "PYTHONPATH" not in env and env["PATH"] == "/usr/bin"
     assert base["LD_PRELOAD"] == "/opt/libjemalloc.so", "the base mapping must not be modified"
     assert runtime.blas_hint({}, system="Linux", candidates=[openblas]) is None
@@ -338,3 +339,7 @@ def test_the_real_openblas_reports_its_kernels_and_the_user_choice_wins() -> Non
     base = {"OPENBLAS_CORETYPE": "Haswell"}
     mine = runtime.stage_environment("transcribe", threads=1, base=base, system="Linux", blas_candidates=[library])
     assert mine["OPENBLAS_CORETYPE"] == "Haswell"
+    patient = runtime.stage_environment(
+        "transcribe", threads=1, base={"OPENBLAS_THREAD_TIMEOUT": "20"}, system="Linux", blas_candidates=[library]
+    )
+    assert patient["OPENBLAS_THREAD_TIMEOUT"] == "20"

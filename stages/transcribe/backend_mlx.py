@@ -111,8 +111,7 @@ class MlxBackend:
         logits = fwd.logits_of(decoder, hidden[:, -1])
         no_speech = np.zeros(len(rows))
         if self.tokenizer.no_speech is not None:
-            probs = np.asarray(mx.softmax(at_sot, axis=-1)[:, self.tokenizer.no_speech])
-            no_speech = probs.astype(np.float64)
+            no_speech = fwd.softmax_numpy(at_sot)[:, self.tokenizer.no_speech].astype(np.float64)
         return state, logits, no_speech
 
     def _step(self, state: fwd.DecoderState, tokens: Any) -> Any:
@@ -125,8 +124,7 @@ class MlxBackend:
     def _logprobs(self, logits: Any, histories: list[RowHistory], options: GenerateOptions, static_mask: Any) -> Any:
         xp = self.xp
         if xp is np:
-            mx.eval(logits)
-            logits = np.asarray(logits)
+            logits = np.asarray(logits)  # numpy already on the CPU device (fwd.logits_of)
         return filtered_logprobs(
             xp,
             logits,
@@ -250,7 +248,7 @@ class MlxBackend:
                 continue
             start, frames = int(padding[row]), encoded.num_frames[row]
             logits = fwd.logits_of(decoder, hidden[row, start + len(prompt) - 1 : start + len(prompt) - 1 + len(text)])
-            probs = np.asarray(mx.softmax(logits[:, : tokenizer.eot], axis=-1))
+            probs = fwd.softmax_numpy(logits[:, : tokenizer.eot])
             text_probs = probs[np.arange(len(text)), text]
             w = np.asarray(mx.softmax(weights[row, :, start:, : max(frames // 2, 1)], axis=-1))
             w = (w - w.mean(axis=-2, keepdims=True)) / (w.std(axis=-2, keepdims=True) + 1e-10)
