@@ -24,6 +24,7 @@ Both mlx_whisper paths use the same log-mel code (mlx_whisper.audio) as ours. x-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import platform
@@ -429,6 +430,9 @@ def _median_ms(fn: Any, iters: int = 10) -> float:
 def micro(model: Whisper, tokenizer: Any, batch: int, args: argparse.Namespace, dtype: mx.Dtype) -> dict:
     """One decoder step of `batch` rows at ~50 tokens of context, split by operation (each timed over all
     layers in one evaluation), plus copy bandwidth, a large matrix product and a step-ahead greedy loop."""
+    if fwd.on_cpu() and dtype == mx.float32:
+        raise SystemExit("--micro times MLX's decoder operations; in float32 on the CPU device the decoder runs in numpy "
+                         "(stages/transcribe/cpu_decoder.py): pass --dtype float16 to time MLX's CPU operations")  # fmt: skip
     decoder, dims = model.decoder, model.dims
     layers, heads, width = dims.n_text_layer, dims.n_text_head, dims.n_text_state
     depth = width // heads
@@ -445,7 +449,7 @@ def micro(model: Whisper, tokenizer: Any, batch: int, args: argparse.Namespace, 
     token = mx.array(np.full((batch, 1), 440, np.int32))
 
     def copy_state() -> fwd.DecoderState:
-        return fwd.DecoderState(state.cross, list(state.keys), list(state.values), state.padding, state.qkv, state.length)
+        return dataclasses.replace(state, keys=list(state.keys), values=list(state.values))
 
     def full_step() -> None:
         mx.eval(mx.array(fwd.logits_of(decoder, fwd.decode_hidden(decoder, token, copy_state())[:, -1])))

@@ -1,5 +1,6 @@
 """Stage 1's numpy kernels for MLX's CPU device (GELU, encoder self-attention, decoder cross-attention) against
-plain float64 references, and threads that change nothing. They need numpy 2 + threadpoolctl: run in stage 1's env."""
+plain float64 references, threads that change nothing, and the numpy logit rules against the MLX ones. They need
+numpy 2, MLX and threadpoolctl: run in stage 1's env."""
 
 from __future__ import annotations
 
@@ -49,6 +50,29 @@ o2, s2 = k.cross_attention(cq, keys, values, threads=2)
 out["cross_err"] = float(np.abs(o1 - ref_out).max())
 out["cross_scores_err"] = float(np.abs(s1 - scores64).max())
 out["cross_threads_equal"] = bool(np.array_equal(o1, o2) and np.array_equal(s1, s2))
+
+# the logit rules: numpy's slice-writing path against the whole-vocabulary masks MLX runs (on its CPU device here)
+import mlx.core as mx
+from stages.transcribe.logit_rules import RowHistory, Vocabulary, filtered_logprobs
+vocab = Vocabulary(size=51864, eot=50256, timestamp_begin=50363, no_timestamps=50362, blank=(220, 50256))
+ts = vocab.timestamp_begin
+histories = [RowHistory(), RowHistory([400]), RowHistory([ts + 10], ts + 10), RowHistory([ts + 10, 400], ts + 10),
+             RowHistory([ts, 400, ts + 30], ts + 30), RowHistory([ts, 400, ts + 30, ts + 30], ts + 30)]
+logits = rng.standard_normal((len(histories), vocab.size)).astype(np.float32) * 3
+logits[3, ts + 40] = 30.0  # a timestamp that outweighs all text: the rule forces a timestamp on this row
+mask = np.zeros(vocab.size, np.float32)
+mask[[50257, 50358, 50359]] = -np.inf
+agree = []
+for timestamps in (True, False):
+    kwargs = dict(timestamps=timestamps, max_initial_index=50)
+    fast = filtered_logprobs(np, logits, histories, vocab, mask, **kwargs)
+    full = np.array(filtered_logprobs(mx, mx.array(logits), histories, vocab, mx.array(mask), **kwargs))
+    same_bans = bool(np.array_equal(np.isneginf(fast), np.isneginf(full)))
+    finite = np.isfinite(full)
+    agree.append([same_bans, float(np.abs(fast[finite] - full[finite]).max()), int(np.isneginf(fast).sum())])
+out["rules"] = agree
+forced = filtered_logprobs(np, logits, histories, vocab, mask, timestamps=True, max_initial_index=50)
+out["forced_row_text_banned"] = bool(np.isneginf(forced[3, :ts]).all())
 print(json.dumps(out))
 """
 
@@ -62,3 +86,6 @@ def test_cpu_kernels_match_float64_references_at_any_thread_count(transcribe_pyt
     assert result["attention_err"] < 1e-5 and result["cross_err"] < 1e-5 and result["cross_scores_err"] < 1e-4, result
     assert result["gelu_threads_equal"] and result["attention_threads_equal"] and result["cross_threads_equal"], result
     assert result["gelu_shape"] == [3, 5]
+    for same_bans, largest_difference, banned in result["rules"]:
+        assert same_bans and largest_difference < 1e-4 and banned > 0, result["rules"]
+    assert result["forced_row_text_banned"], "the timestamp-mass rule must ban text on the row it fires for"

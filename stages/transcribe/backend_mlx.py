@@ -81,7 +81,7 @@ class MlxBackend:
         tokenizer = self.tokenizer
         rows = encoded.features.shape[0]
         state = fwd.new_state(self.model.decoder, encoded.features, np.zeros(rows, np.int64))
-        sot = mx.array(np.full((rows, 1), tokenizer.sot, np.int32))
+        sot = self._tokens(np.full((rows, 1), tokenizer.sot, np.int32))
         logits = np.asarray(fwd.logits_of(self.model.decoder, fwd.decode_hidden(self.model.decoder, sot, state)[:, -1]))
         codes = list(LANGUAGES)[: self.num_languages]
         ids = [tokenizer.to_language_token(code) for code in codes]
@@ -104,10 +104,11 @@ class MlxBackend:
         if repeat > 1:  # beams: each window's prompt `repeat` times; its audio stays once (DecoderState.group)
             tokens, padding = np.repeat(tokens, repeat, axis=0), np.repeat(padding, repeat)
         state = fwd.new_state(decoder, features, padding, group=repeat)
-        hidden = fwd.decode_hidden(decoder, mx.array(tokens), state)
+        hidden = fwd.decode_hidden(decoder, self._tokens(tokens), state)
         rows = np.arange(len(tokens))
-        sot_index = [row.index(self.tokenizer.sot) for row in tokens.tolist()]
-        at_sot = fwd.logits_of(decoder, hidden[mx.array(rows), mx.array(sot_index)])
+        sot_index = np.array([row.index(self.tokenizer.sot) for row in tokens.tolist()])
+        index = (rows, sot_index) if isinstance(hidden, np.ndarray) else (mx.array(rows), mx.array(sot_index))
+        at_sot = fwd.logits_of(decoder, hidden[index])
         logits = fwd.logits_of(decoder, hidden[:, -1])
         no_speech = np.zeros(len(rows))
         if self.tokenizer.no_speech is not None:
@@ -117,9 +118,14 @@ class MlxBackend:
     def _step(self, state: fwd.DecoderState, tokens: Any) -> Any:
         """One token per row (a list, numpy or MLX array) -> the next logits (lazy)."""
         decoder = self.model.decoder
-        column = mx.array(np.asarray(tokens, np.int32)) if not isinstance(tokens, mx.array) else tokens.astype(mx.int32)
-        hidden = fwd.decode_hidden(decoder, column[:, None], state)
+        hidden = fwd.decode_hidden(decoder, self._tokens(tokens)[:, None], state)
         return fwd.logits_of(decoder, hidden[:, -1])
+
+    def _tokens(self, tokens: Any) -> Any:
+        """Token ids as the decoder takes them: numpy on the CPU device (cpu_decoder), MLX elsewhere."""
+        if isinstance(tokens, mx.array):
+            return tokens.astype(mx.int32) if self.xp is mx else np.asarray(tokens, np.int32)
+        return np.asarray(tokens, np.int32) if self.xp is np else mx.array(np.asarray(tokens, np.int32))
 
     def _logprobs(self, logits: Any, histories: list[RowHistory], options: GenerateOptions, static_mask: Any) -> Any:
         xp = self.xp
@@ -237,10 +243,10 @@ class MlxBackend:
         sequences = [[*prompt, *text, tokenizer.eot] for prompt, text in zip(prompts, text_tokens, strict=True)]
         tokens, padding = _left_pad(sequences, tokenizer.eot)
         state = fwd.new_state(decoder, encoded.features, padding)
-        cross_qk: list[mx.array] = []
-        hidden = fwd.decode_hidden(decoder, mx.array(tokens), state, cross_qk)
+        cross_qk: list = []
+        hidden = fwd.decode_hidden(decoder, self._tokens(tokens), state, cross_qk)
         heads = np.asarray(self.model.alignment_heads).tolist()
-        weights = mx.stack([cross_qk[layer][:, head] for layer, head in heads], axis=1).astype(mx.float32)  # (rows, heads, tokens, 1500)
+        weights = self.xp.stack([cross_qk[layer][:, head] for layer, head in heads], axis=1)  # (rows, heads, tokens, 1500)
         results = []
         for row, (prompt, text) in enumerate(zip(prompts, text_tokens, strict=True)):
             if not text:
@@ -250,7 +256,7 @@ class MlxBackend:
             logits = fwd.logits_of(decoder, hidden[row, start + len(prompt) - 1 : start + len(prompt) - 1 + len(text)])
             probs = fwd.softmax_numpy(logits[:, : tokenizer.eot])
             text_probs = probs[np.arange(len(text)), text]
-            w = np.asarray(mx.softmax(weights[row, :, start:, : max(frames // 2, 1)], axis=-1))
+            w = fwd.softmax_numpy(weights[row, :, start:, : max(frames // 2, 1)])
             w = (w - w.mean(axis=-2, keepdims=True)) / (w.std(axis=-2, keepdims=True) + 1e-10)
             first = len(prompt) - 1  # the position that predicts the first text token
             matrix = median_filter(w, MEDIAN_FILTER_WIDTH).mean(axis=0)[first : first + len(text) + 1]

@@ -77,6 +77,8 @@ def filtered_logprobs(
     max_initial_index: int | None,
 ) -> Any:
     """Log-probabilities after every rule; `static_mask` (vocab,) holds the always-suppressed tokens (0 / -inf)."""
+    if xp is np:
+        return _filtered_numpy(logits, histories, vocab, static_mask, timestamps, max_initial_index)
     logits = logits + static_mask
     ids = xp.arange(vocab.size)[None, :]
     first = np.array([not h.sampled for h in histories])
@@ -104,6 +106,43 @@ def filtered_logprobs(
     best_text = xp.max(xp.where(is_ts, NEG_INF, logprobs), axis=-1, keepdims=True)
     logits = xp.where((timestamp_mass > best_text) & ~is_ts, NEG_INF, logits)
     return log_softmax(xp, logits)
+
+
+def _filtered_numpy(
+    logits: np.ndarray,
+    histories: list[RowHistory],
+    vocab: Vocabulary,
+    static_mask: np.ndarray,
+    timestamps: bool,
+    max_initial_index: int | None,
+) -> np.ndarray:
+    """filtered_logprobs on the CPU, the same numbers: the rules write -inf into each row's banned slices instead of
+    building whole-vocabulary masks (~20 passes over batch x 51k values each step: 4.5 ms of a 28 ms step at batch 8),
+    and the second log-softmax is redone only for rows a timestamp is forced on."""
+    logits = logits + static_mask
+    first = [row for row, history in enumerate(histories) if not history.sampled]
+    for row in first:
+        logits[row, list(vocab.blank)] = NEG_INF
+    if not timestamps:
+        return log_softmax(np, logits)
+    begin = vocab.timestamp_begin
+    vectors = _row_vectors(histories, vocab, max_initial_index)
+    logits[:, vocab.no_timestamps] = NEG_INF
+    for row in range(len(histories)):
+        if vectors["ban_text"][row]:
+            logits[row, : vocab.eot] = NEG_INF
+        if vectors["ban_ts"][row]:
+            logits[row, begin:] = NEG_INF
+        logits[row, begin : vectors["low"][row]] = NEG_INF
+        logits[row, vectors["high"][row] :] = NEG_INF
+    logits[first, :begin] = NEG_INF
+    # When the timestamps together outweigh the likeliest text token, a timestamp must come next.
+    logprobs = log_softmax(np, logits)
+    forced = np.flatnonzero(_logsumexp(np, logprobs[:, begin:])[:, 0] > logprobs[:, :begin].max(axis=-1))
+    if len(forced):
+        logits[forced, :begin] = NEG_INF
+        logprobs[forced] = log_softmax(np, logits[forced])
+    return logprobs
 
 
 def _logsumexp(xp: Any, values: Any) -> Any:

@@ -4,7 +4,8 @@ mlx_whisper's own `__call__` is built for one sequence: every decoder step it re
 cached cross-attention keys (a full copy per layer), and it has no padding mask, so prompts of different
 lengths cannot share a batch. On MLX's CPU device, softmax and GELU run on scalar, single-threaded kernels
 (exp: 10 ns per element against numpy's 0.4; 80 % of encoder time in our profile), so there the encoder's
-attention and GELU run through numpy's SIMD kernels instead. On Metal/CUDA everything stays in MLX.
+attention and GELU run through numpy (cpu_kernels) and the decoder, a few rows per step, runs wholly in numpy
+(cpu_decoder); the encoder's matrix products stay in MLX. On Metal/CUDA everything stays in MLX.
 
 Decoder steps are matrix products with few rows (the batch), where MLX is launch- and latency-bound: measured on an
 H200 (large-v3, batch 64, benchmarks/gpu_batched.py --micro), (M, K) inputs beat (B, 1, K) by 14 %, one fused
@@ -21,7 +22,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from . import cpu_kernels
+from . import cpu_decoder, cpu_kernels
 
 NUMPY_MIN_ELEMENTS = 1 << 16  # below this, a round trip through numpy costs more than MLX's slow kernels
 
@@ -31,8 +32,8 @@ def on_cpu() -> bool:
 
 
 def _transposed_cross_keys() -> bool:
-    """Cross-attention as two products over transposed keys: measured faster on CPU (numpy) and CUDA. On Metal,
-    unmeasured here, MLX's fused decoding kernel (scaled_dot_product_attention) stays."""
+    """Cross-attention as two products over transposed keys: measured faster on CUDA (and on MLX's CPU device in
+    float16). On Metal, unmeasured here, MLX's fused decoding kernel (scaled_dot_product_attention) stays."""
     return not (mx.metal.is_available() and not on_cpu())
 
 
@@ -91,7 +92,7 @@ class DecoderState:
         windows = rows[:: self.group] // self.group
         window_index = mx.array(windows.astype(np.int32))
         return DecoderState(
-            cross=[(k[windows], v[windows]) if isinstance(k, np.ndarray) else (k[window_index], v[window_index]) for k, v in self.cross],
+            cross=[(k[window_index], v[window_index]) for k, v in self.cross],
             keys=[None if k is None else k[index] for k in self.keys],
             values=[None if v is None else v[index] for v in self.values],
             padding=self.padding[rows],
@@ -101,21 +102,21 @@ class DecoderState:
         )
 
 
-def new_state(decoder: nn.Module, audio_features: mx.array, padding: np.ndarray, group: int = 1) -> DecoderState:
+def new_state(decoder: nn.Module, audio_features: mx.array, padding: np.ndarray, group: int = 1) -> Any:
     """Cross-attention keys/values, laid out once for every step: contiguous (MLX copies a strided view on
-    every use), and on the CPU device as numpy arrays, keys pre-transposed for one matrix product per head."""
+    every use). On the CPU device in float32 the decoder runs in numpy (cpu_decoder) and this is its state."""
+    if on_cpu() and audio_features.dtype == mx.float32:
+        return cpu_decoder.new_state(decoder, audio_features, padding, group)
     cross: list = []
     for block in decoder.blocks:
         attn = block.cross_attn
         keys, values = split_heads(attn.key(audio_features), attn.n_head), split_heads(attn.value(audio_features), attn.n_head)
-        if on_cpu() and keys.dtype == mx.float32:
-            cross.append((np.ascontiguousarray(np.asarray(keys).transpose(0, 1, 3, 2)), np.ascontiguousarray(np.asarray(values))))
-        elif _transposed_cross_keys():
+        if _transposed_cross_keys():
             cross.append((mx.contiguous(keys.transpose(0, 1, 3, 2)), mx.contiguous(values)))
         else:
             cross.append((mx.contiguous(keys), mx.contiguous(values)))
     qkv = [_fused_qkv(block.attn) for block in decoder.blocks]
-    mx.eval([pair for pair in cross if isinstance(pair[0], mx.array)], qkv)
+    mx.eval(cross, qkv)
     layers = len(decoder.blocks)
     return DecoderState(cross=cross, keys=[None] * layers, values=[None] * layers, padding=padding, group=group, qkv=qkv)
 
@@ -143,6 +144,8 @@ def decode_hidden(decoder: nn.Module, tokens: mx.array, state: DecoderState, cro
     """Run tokens (batch, length) through the decoder, extending `state`; returns hidden states after the last norm.
 
     With `cross_qk` (a list), also appends each layer's raw cross-attention scores (for word timings)."""
+    if isinstance(state, cpu_decoder.NumpyDecoderState):
+        return cpu_decoder.decode_hidden(tokens, state, cross_qk)
     batch, length = tokens.shape
     positions = np.maximum(np.arange(state.length, state.length + length)[None, :] - state.padding[:, None], 0)
     x = decoder.token_embedding(tokens) + decoder.positional_embedding[mx.array(positions)]
@@ -172,13 +175,6 @@ def decode_hidden(decoder: nn.Module, tokens: mx.array, state: DecoderState, cro
 
 def _cross_attention(q: mx.array, keys: Any, values: Any, n_head: int, cross_qk: list | None) -> mx.array:
     """q (batch, length, width) against the audio; appends the raw scores to `cross_qk` when given."""
-    if isinstance(keys, np.ndarray):  # CPU: numpy's exp and batched products beat MLX's CPU kernels 3-15x here
-        batch, length, width = q.shape
-        heads = np.asarray(q).reshape(batch, length, n_head, width // n_head).transpose(0, 2, 1, 3)
-        out, scores = cpu_kernels.cross_attention(heads * np.float32((width // n_head) ** -0.5), keys, values)
-        if cross_qk is not None:
-            cross_qk.append(mx.array(scores))
-        return mx.array(out.transpose(0, 2, 1, 3).reshape(batch, length, width))
     q = split_heads(q, n_head)
     scale = q.shape[-1] ** -0.5
     transposed = keys.shape[-1] != values.shape[-1]  # (.., depth, 1500) against (.., 1500, depth)
@@ -190,14 +186,11 @@ def _cross_attention(q: mx.array, keys: Any, values: Any, n_head: int, cross_qk:
     return merge_heads(mx.softmax(scores, axis=-1, precise=True) @ values)
 
 
-def logits_of(decoder: nn.Module, hidden: mx.array) -> Any:
-    """(batch, width) -> (batch, vocab) in float32: one matrix product for the whole batch. On the CPU device a numpy
-    array, through the embedding stored transposed once (80 MB for tiny.en: 4.3 ms per batch-8 product against
-    MLX's 9.0 with its strided read of the embedding)."""
-    weight = decoder.token_embedding.weight
-    if on_cpu() and weight.dtype == mx.float32:
-        return np.asarray(hidden) @ _transposed(weight)
-    return (hidden @ weight.T).astype(mx.float32)
+def logits_of(decoder: nn.Module, hidden: Any) -> Any:
+    """(batch, width) -> (batch, vocab) in float32: one matrix product for the whole batch (numpy on the CPU device)."""
+    if isinstance(hidden, np.ndarray) or (on_cpu() and decoder.token_embedding.weight.dtype == mx.float32):
+        return cpu_decoder.logits_of(cpu_decoder.numpy_decoder(decoder), hidden)
+    return (hidden @ decoder.token_embedding.weight.T).astype(mx.float32)
 
 
 def softmax_numpy(logits: Any) -> np.ndarray:
@@ -207,14 +200,3 @@ def softmax_numpy(logits: Any) -> np.ndarray:
     probs = np.array(logits, dtype=np.float32)
     cpu_kernels.softmax_inplace(probs)
     return probs
-
-
-_TRANSPOSED: dict[int, tuple[mx.array, np.ndarray]] = {}
-
-
-def _transposed(weight: mx.array) -> np.ndarray:
-    """A contiguous numpy copy of weight.T, made once per weight (the model lives as long as the process)."""
-    cached = _TRANSPOSED.get(id(weight))
-    if cached is None or cached[0] is not weight:
-        cached = _TRANSPOSED[id(weight)] = (weight, np.ascontiguousarray(np.asarray(weight).T))
-    return cached[1]
