@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import subprocess
 import sys
 import tempfile
 import time
@@ -155,6 +156,8 @@ def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = 
         stage_argv = [*to_argv(args, TRANSCRIBE_FLAGS), "--output_format", "json"]
     elif "--output_format" not in stage_argv:  # the stage's own default is json only
         stage_argv += ["--output_format", args.output_format]
+    if getattr(args, "vad_method", "silero") == "pyannote" and not getattr(args, "no_vad", False):
+        export_pyannote_vad(extra_env)
     jobs = max(1, getattr(args, "jobs", 1))
     stage1_args, stage2_args = split_threads(args, jobs)
     per_file: list[list[StageOutcome | Future[StageOutcome]]] = []
@@ -167,6 +170,23 @@ def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = 
                 stage2 = partial(_align_diarize_one, progress, stage2_args, audio, transcript, output_dir, _merged(extra_env, args))
                 per_file[-1].append(stage2_pool.submit(stage2) if jobs > 1 else stage2())
     return [item.result() if isinstance(item, Future) else item for items in per_file for item in items]
+
+
+def export_pyannote_vad(extra_env: dict[str, str] | None) -> None:
+    """--vad_method pyannote: stage 2's env (torch, whisperx) exports WhisperX's VAD model to ONNX for stage 1, once;
+    later runs find it in the cache and return at once."""
+    try:
+        python = envs.ensure_ready("align_diarize")
+    except StageError as error:
+        why = "--vad_method pyannote needs the align_diarize environment once, to export WhisperX's VAD model for stage 1"
+        raise StageError(error.exit_code, f"{why} ({error.message}); or use --vad_method silero") from None
+    env = runtime.stage_environment("align_diarize") | (extra_env or {})
+    command = [str(python), "-P", "-m", "stages.align_diarize.export_vad"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        code = ExitCode(done.returncode) if done.returncode in set(ExitCode) else ExitCode.STAGE_CRASHED
+        raise StageError(code, f"exporting WhisperX's VAD model for stage 1 failed: {last}")
 
 
 def split_threads(args: argparse.Namespace, jobs: int) -> tuple[argparse.Namespace, argparse.Namespace]:

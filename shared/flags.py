@@ -106,7 +106,10 @@ TRANSCRIBE_FLAGS = (
     ),
     Flag("--vad_method", {"default": "silero", "choices": ["silero", "pyannote"], "help": "voice activity detection for chunking"}),
     Flag("--vad_onset", {"type": float, "default": 0.5, "help": "speech probability that starts speech"}),
-    Flag("--vad_offset", {"type": optional_float, "default": None, "help": "probability that ends it (None: onset - 0.15)"}),
+    Flag(
+        "--vad_offset",
+        {"type": optional_float, "default": None, "help": "probability that ends it (None: silero onset - 0.15, pyannote 0.363)"},
+    ),
     Flag("--chunk_size", {"type": float, "default": 30.0, "help": "longest speech chunk in seconds (<= 30)"}),
     Flag("--no_vad", {"action": "store_true", "help": "no VAD: consecutive 30 s windows"}),
 )

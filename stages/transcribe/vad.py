@@ -34,13 +34,14 @@ CONTEXT = 64  # the model sees the previous frame's last 64 samples before each 
 BLOCK = 512  # frames per ONNX call (~16 s): as fast as one call for everything, with bounded memory
 STATE_SHAPE = (1, 1, 128)  # LSTM hidden and cell state, carried from block to block
 MAX_CHUNK = 30.0  # Whisper's window
+PYANNOTE_DEFAULT_OFFSET = 0.363  # WhisperX's --vad_offset for its pyannote model
 
 
 @dataclass(frozen=True)
 class VadOptions:
-    method: str = "silero"  # "silero" | "pyannote" (not available in stage 1: it needs torch)
+    method: str = "silero"  # "silero" | "pyannote" (WhisperX's model, run from its ONNX export: vad_pyannote.py)
     onset: float = 0.5  # speech starts when the probability reaches this
-    offset: float | None = None  # ... and ends when it falls below this (None: onset - 0.15, silero's rule)
+    offset: float | None = None  # ... and ends below this (None: silero's onset - 0.15; 0.363 for pyannote, WhisperX's)
     min_speech_duration_ms: int = 250  # shorter spans are dropped (clicks, breaths): silero's default
     # Pauses shorter than this stay inside a span. 160 ms is what faster-whisper's batched pipeline uses: long
     # enough not to cut words at stop consonants, short enough to find a cut point in normal conversation.
@@ -64,7 +65,9 @@ class VadOptions:
 
     @property
     def resolved_offset(self) -> float:
-        return self.offset if self.offset is not None else max(self.onset - 0.15, 0.01)
+        if self.offset is not None:
+            return self.offset
+        return PYANNOTE_DEFAULT_OFFSET if self.method == "pyannote" else max(self.onset - 0.15, 0.01)
 
 
 @dataclass(frozen=True)
@@ -178,9 +181,10 @@ def _pad(spans: list[tuple[int, int]], pad: int, n_samples: int) -> list[tuple[i
 
 def speech_spans(samples: np.ndarray, options: VadOptions) -> list[tuple[float, float]]:
     """Speech spans (file seconds, in order, none overlapping), none longer than options.chunk_size."""
-    if options.method == "pyannote":
-        # pyannote's segmentation model (in the whisperx wheel) needs torch, which only the stage-2 env has.
-        raise StageError(ExitCode.USAGE, "--vad_method pyannote is not available in stage 1 yet; use silero")
+    if options.method == "pyannote":  # WhisperX's VAD, exported to ONNX by stage 2's env
+        from .vad_pyannote import speech_spans as pyannote_spans
+
+        return pyannote_spans(samples, options)
     probs = speech_probabilities(samples)
     n_samples = int(np.asarray(samples).size)
     pad = SAMPLE_RATE * options.speech_pad_ms // 1000
