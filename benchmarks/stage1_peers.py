@@ -246,7 +246,9 @@ def sync_peers_env() -> None:
     from orchestrator import envs
 
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"UV_PROJECT_ENVIRONMENT": str(PEERS_PROJECT / ".venv")}
-    checked([*envs.uv_command(), "sync", "--locked", "--quiet", "--project", str(PEERS_PROJECT)], env, REPO, "syncing benchmarks/peers")
+    # compiled as pip would (and as `stagewhisper setup` does for ours): no tool pays for compiling its imports per run
+    sync = [*envs.uv_command(), "sync", "--locked", "--quiet", envs.COMPILE_BYTECODE, "--project", str(PEERS_PROJECT)]
+    checked(sync, env, REPO, "syncing benchmarks/peers")
 
 
 def mlx_model_folder() -> str:

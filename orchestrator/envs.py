@@ -165,8 +165,15 @@ def _uv_environment(stage: str) -> dict[str, str]:
     return env
 
 
+# Bytecode compiled at setup (7 s for stage 1's env, 31 s for stage 2's on 2 cores): each stage process would otherwise
+# compile what it imports on every run where .pyc files cannot be written (PYTHONDONTWRITEBYTECODE, read-only envs)
+# and on the first run anywhere: 0.7 s of a 6 s stage-1 run on 300 s of audio here.
+COMPILE_BYTECODE = "--compile-bytecode"
+OUR_PACKAGES = ("shared", "stages")  # editable installs: uv leaves them to the interpreter
+
+
 def sync_command(stage: str) -> list[str]:
-    command = [*uv_command(), "sync", "--locked", "--project", str(env_dir(stage))]
+    command = [*uv_command(), "sync", "--locked", COMPILE_BYTECODE, "--project", str(env_dir(stage))]
     extra = mlx_extra(stage)
     if extra:
         command += ["--extra", extra]
@@ -207,7 +214,15 @@ def sync_env(stage: str, progress: Progress | None = None) -> Path:
             ExitCode.ENV_BROKEN,
             f"uv sync of the '{stage}' environment failed (exit {code}: {last[:160]}): see {log}, then {SETUP_HINT} again",
         )
+    _compile_our_packages(stage)
     return log
+
+
+def _compile_our_packages(stage: str) -> None:
+    """Best effort: .pyc files for our own packages, by the env's python (a failure only costs speed)."""
+    folders = [str(repo_root() / name) for name in OUR_PACKAGES]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run([str(env_python(stage)), "-m", "compileall", "-q", "-j", "0", *folders], capture_output=True, timeout=120)
 
 
 # ---------------------------------------------------------------- health

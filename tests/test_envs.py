@@ -115,7 +115,8 @@ def test_setup_resyncs_changed_env_and_everything_when_forced(fake_uv: Path, fak
 def test_sync_command_uses_lock_and_mlx_extra(fake_uv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     envs.setup_all(quiet=True)
     transcribe_call, align_call = _uv_calls(fake_uv)
-    assert transcribe_call.startswith("sync --locked --project ")
+    assert transcribe_call.startswith("sync --locked --compile-bytecode --project ")
+    assert align_call.startswith("sync --locked --compile-bytecode --project ")
     if sys.platform.startswith("linux"):
         assert transcribe_call.endswith("--extra cpu")
     assert "--extra" not in align_call

@@ -31,24 +31,13 @@ def check_readable(path: Path) -> None:
 
 
 def decode_audio(path: str | Path) -> DecodedAudio:
-    """Decode, downmix and resample with PyAV; the hash is of the file's bytes, as given."""
-    import av  # deferred: only this stage's env has it
-
+    """Decode, downmix and resample with PyAV (a 16 kHz mono PCM WAV is read directly); the hash is of the file's bytes."""
     path = Path(path)
     check_readable(path)
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            if not container.streams.audio:
-                raise StageError(ExitCode.BAD_AUDIO, f"{path}: has no audio stream; pass a file with sound")
-            stream = container.streams.audio[0]
-            source_rate, source_channels = stream.codec_context.sample_rate, stream.codec_context.channels
-            samples = _resample_stream(container, stream)
-    except StageError:
-        raise
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
-        raise StageError(
-            ExitCode.BAD_AUDIO, f"{path}: cannot decode audio ({_reason(error)}); is it a complete audio/video file?"
-        ) from None
+    samples = read_pcm_wav(path)
+    source_rate, source_channels = SAMPLE_RATE, 1
+    if samples is None:
+        samples, source_rate, source_channels = _decode_with_pyav(path)
     if samples.size == 0:
         raise StageError(ExitCode.BAD_AUDIO, f"{path}: decoded to no audio samples; is the file truncated?")
     info = AudioInfo(
@@ -59,6 +48,40 @@ def decode_audio(path: str | Path) -> DecodedAudio:
         channels=source_channels or None,
     )
     return DecodedAudio(samples=samples, info=info)
+
+
+def read_pcm_wav(path: Path) -> np.ndarray | None:
+    """The samples of a 16 kHz mono 16-bit PCM WAV, read with the stdlib, else None: the same numbers PyAV gives
+    (x / 32768) in ~0.01 s instead of 0.2-0.4 s per 5 minutes (its resampler runs per 1024-sample frame)."""
+    import wave
+
+    try:
+        with wave.open(str(path), "rb") as reader:
+            if (reader.getframerate(), reader.getnchannels(), reader.getsampwidth(), reader.getcomptype()) != (SAMPLE_RATE, 1, 2, "NONE"):
+                return None
+            data = reader.readframes(reader.getnframes())
+    except (wave.Error, EOFError, OSError):
+        return None  # not a plain PCM WAV (or a damaged one): PyAV decides, and explains
+    pcm = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
+    return pcm.astype(np.float32) / np.float32(32768.0)
+
+
+def _decode_with_pyav(path: Path) -> tuple[np.ndarray, int | None, int | None]:
+    import av  # deferred: only the stage envs have it
+
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise StageError(ExitCode.BAD_AUDIO, f"{path}: has no audio stream; pass a file with sound")
+            stream = container.streams.audio[0]
+            source_rate, source_channels = stream.codec_context.sample_rate, stream.codec_context.channels
+            return _resample_stream(container, stream), source_rate, source_channels
+    except StageError:
+        raise
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
+        raise StageError(
+            ExitCode.BAD_AUDIO, f"{path}: cannot decode audio ({_reason(error)}); is it a complete audio/video file?"
+        ) from None
 
 
 def _resample_stream(container, stream) -> np.ndarray:  # type: ignore[no-untyped-def]

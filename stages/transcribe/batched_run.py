@@ -62,11 +62,10 @@ def load_backend(name: str, options: TranscribeOptions, threads: int) -> LoadedB
             id=options.model, source=source, path=str(folder), sha256=memoized_sha256(folder / "model.bin"), dtype=backend.compute_type
         )  # type: ignore[arg-type]
         return LoadedBackend(backend, info)
-    from mlx_whisper.tokenizer import get_tokenizer
-
     from .backend_mlx import MlxBackend
     from .models import load_model, model_info, resolve_model
     from .pipeline import default_compute_type
+    from .text_tokenizer import get_tokenizer
 
     compute_type = options.compute_type or default_compute_type()
     resolved = resolve_model(options.model, compute_type, options.download_root)
@@ -126,7 +125,7 @@ def refuse_sequential_only(decoding: dict[str, Any]) -> None:
 def transcribe_batched(audio: DecodedAudio, options: TranscribeOptions, on_progress: ProgressHook | None = None) -> Transcript:
     refuse_sequential_only(options.decoding)
     skip_package_init("mlx_whisper")
-    from mlx_whisper.tokenizer import get_tokenizer
+    from .text_tokenizer import get_tokenizer
 
     started_at, clock = utc_now(), time.perf_counter()
     wanted = dict(options.decoding)
