@@ -30,7 +30,8 @@ decoded = audio.decode_audio(stereo)
 print(json.dumps({
     "equal": bool(np.array_equal(direct, through_pyav)), "dtype": str(direct.dtype), "length": int(direct.size),
     "pyav_source": [rate, channels], "stereo_direct": audio.read_pcm_wav(stereo) is None,
-    "stereo_info": [decoded.info.sample_rate, decoded.info.channels], "stereo_close": float(np.abs(decoded.samples - direct * np.sqrt(2)).max()),
+    "stereo_info": [decoded.info.sample_rate, decoded.info.channels],
+    "stereo_close": float(np.abs(decoded.samples - direct * np.sqrt(2)).max()),
     "not_wav": audio.read_pcm_wav(Path(sys.argv[3])) is None,
 }))
 """
