@@ -50,11 +50,14 @@ OURS_FLAGS = [
     ["--backend", "ctranslate2", "--batch_size", "8"],
     ["--backend", "mlx", "--batch_size", "8", "--beam_size", "1"],
     ["--backend", "ctranslate2", "--batch_size", "8", "--beam_size", "1"],
+    # faster-whisper's batched pipeline as it runs by default: int8 here, greedy, text only (one segment per chunk)
+    ["--backend", "ctranslate2", "--batch_size", "8", "--beam_size", "1", "--compute_type", "int8", "--without_timestamps", "True"],
 ]
 
 
 def ours(flags: list[str]) -> Config:
-    short = {"--backend": "", "--batch_size": "b", "--beam_size": "beam", "ctranslate2": "ct2"}
+    short = {"--backend": "", "--batch_size": "b", "--beam_size": "beam", "ctranslate2": "ct2", "--compute_type": ""}
+    short |= {"--without_timestamps": "text", "True": ""}
     name = "-".join(["ours"] + [short[key] + short.get(value, value) for key, value in zip(flags[::2], flags[1::2], strict=True)])
     return Config(name, "ours", flags[1], " ".join(flags), {"flags": flags})
 

@@ -15,7 +15,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 F32 = np.float32
 BLOCK = 1 << 16  # values per block: 256 KB per temporary, within a core's L2
@@ -37,7 +36,9 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 
 @functools.cache
-def _blas() -> ThreadpoolController:
+def _blas():  # type: ignore[no-untyped-def]
+    from threadpoolctl import ThreadpoolController  # only the CPU device needs it
+
     return ThreadpoolController()
 
 
