@@ -188,13 +188,13 @@ def new_state(decoder: Any, audio_features: Any, padding: np.ndarray, group: int
     return NumpyDecoderState(model, cross, empty, [e.copy() for e in empty], np.asarray(padding), group=group)
 
 
-def _self_mask(state: NumpyDecoderState, length: int) -> np.ndarray | None:
-    """Additive mask (batch, 1, length, past + length): causal, and no real token sees left padding."""
-    total = state.length + length
+def self_mask(past: int, length: int, padding: np.ndarray) -> np.ndarray | None:
+    """Additive mask (batch, 1, length, past + length): causal, and no real token sees left padding (None: no ban)."""
+    total = past + length
     key_pos = np.arange(total)[None, None, :]
-    query_pos = np.arange(state.length, total)[None, :, None]
-    padding = state.padding[:, None, None]
-    banned = (key_pos > query_pos) | ((key_pos < padding) & (query_pos >= padding))
+    query_pos = np.arange(past, total)[None, :, None]
+    pad = padding[:, None, None]
+    banned = (key_pos > query_pos) | ((key_pos < pad) & (query_pos >= pad))
     if not banned.any():
         return None
     return np.where(banned, -np.inf, 0.0).astype(F32)[:, None]
@@ -208,7 +208,7 @@ def decode_hidden(tokens: Any, state: NumpyDecoderState, cross_qk: list | None =
     batch, length = tokens.shape
     positions = np.maximum(np.arange(state.length, state.length + length)[None, :] - state.padding[:, None], 0)
     x = (model.embedding[tokens] + model.positions[positions]).reshape(batch * length, -1)
-    mask = _self_mask(state, length)
+    mask = self_mask(state.length, length, state.padding)
     state._reserve(state.length + length)
     start, total = state.length, state.length + length
     for layer, block in enumerate(model.blocks):

@@ -129,15 +129,8 @@ def _fused_qkv(attn: nn.Module) -> tuple[mx.array, mx.array]:
 
 
 def _self_mask(state: DecoderState, length: int, dtype: mx.Dtype) -> mx.array | None:
-    """Additive mask (batch, 1, length, past + length): causal, and no real token sees left padding."""
-    total = state.length + length
-    key_pos = np.arange(total)[None, None, :]
-    query_pos = np.arange(state.length, total)[None, :, None]
-    padding = state.padding[:, None, None]
-    banned = (key_pos > query_pos) | ((key_pos < padding) & (query_pos >= padding))
-    if not banned.any():
-        return None
-    return mx.array(np.where(banned, -np.inf, 0.0).astype(np.float32)[:, None]).astype(dtype)
+    mask = cpu_decoder.self_mask(state.length, length, state.padding)
+    return None if mask is None else mx.array(mask).astype(dtype)
 
 
 def decode_hidden(decoder: nn.Module, tokens: mx.array, state: DecoderState, cross_qk: list | None = None) -> mx.array:
