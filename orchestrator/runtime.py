@@ -194,9 +194,10 @@ def stage_environment(
         # mlx-cpu links a bundled reference BLAS by a mangled soname; preloading interposes OpenBLAS symbols.
         env["LD_PRELOAD"] = _with_preload(env.get("LD_PRELOAD"), library)
         env.setdefault(SPIN_ENV, SPIN_SETTING)
-        if CORETYPE_ENV not in env and (core := openblas_coretype(openblas_core(library), cpu_flags())):
+        detected = None if CORETYPE_ENV in env else openblas_core(library)
+        if core := openblas_coretype(detected, cpu_flags()):
             env[CORETYPE_ENV] = core
-            env[BLAS_CHOICE_ENV] = f"{choice} (kernels {core}: it picked {openblas_core(library)} for this CPU)"
+            env[BLAS_CHOICE_ENV] = f"{choice} (kernels {core}: it picked {detected} for this CPU)"
     return env
 
 

@@ -46,9 +46,14 @@ def _load(asset: Path):  # type: ignore[no-untyped-def]
 
 
 def _write_atomically(folder: Path, suffix: str, write) -> Path:  # type: ignore[no-untyped-def]
+    """A temporary file in `folder` written by `write`; removed again if writing fails."""
     handle, name = tempfile.mkstemp(dir=folder, prefix=".export-", suffix=suffix)
     os.close(handle)
-    write(Path(name))
+    try:
+        write(Path(name))
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
     return Path(name)
 
 

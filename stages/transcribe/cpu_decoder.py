@@ -9,7 +9,7 @@ the same to float32 rounding (tests/test_batched.py compares the text).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -145,7 +145,6 @@ class NumpyDecoderState:
     padding: np.ndarray  # (batch,) tokens of left padding in the prompt
     length: int = 0
     group: int = 1  # consecutive rows that share one window's audio (beam search)
-    capacity: int = field(default=0)
 
     def select(self, rows: np.ndarray) -> NumpyDecoderState:
         windows = rows[:: self.group] // self.group
@@ -157,8 +156,12 @@ class NumpyDecoderState:
             padding=self.padding[rows],
             length=self.length,
             group=self.group,
-            capacity=self.capacity,
         )
+
+    @property
+    def capacity(self) -> int:
+        """Positions the self-attention cache has room for (the first `length` are filled)."""
+        return self.keys[0].shape[2]
 
     def _reserve(self, needed: int) -> None:
         if needed <= self.capacity:
@@ -169,7 +172,6 @@ class NumpyDecoderState:
                 grown = np.empty((*old.shape[:2], capacity, old.shape[3]), dtype=F32)
                 grown[:, :, : self.length] = old[:, :, : self.length]
                 cache[layer] = grown
-        self.capacity = capacity
 
 
 def new_state(decoder: Any, audio_features: Any, padding: np.ndarray, group: int = 1) -> NumpyDecoderState:
