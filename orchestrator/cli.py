@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -30,6 +31,7 @@ from shared.flags import (
     TRANSCRIBE_FLAGS,
     WRITER_FLAGS,
     add_flags,
+    int_at_least,
     to_argv,
 )
 from shared.io import TRANSCRIPT_SUFFIX, load_document
@@ -38,12 +40,20 @@ from shared.writers import WriterOptions, expand_formats, result_formats, write_
 
 from . import assets, envs, pack, runtime, workdir
 from .stage_runner import StageOutcome, log_path_for, run_stage
+from .usage import check_usage, usage_warnings
 
 console = Console(stderr=True)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Command-line errors in one line (argparse prints the whole usage first), exit 2 as documented."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stagewhisper", description=__doc__)
+    parser = OneLineParser(prog="stagewhisper", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     setup = commands.add_parser("setup", help="create/sync both stage environments from their locks and check them")
@@ -57,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("audio", nargs="+", help="audio or video files")
     _add_run_flags(run)
     _add_stage2_flags(run)
-    run.add_argument("--jobs", type=int, default=1, help="stage-2 processes at once; above 1, stage 1 goes on with the next file meanwhile")
+    run.add_argument(
+        "--jobs", type=int_at_least(1), default=1, help="stage-2 processes at once; above 1, stage 1 goes on with the next file meanwhile"
+    )
 
     align = commands.add_parser(
         "align-diarize", help="stage 2 only, from stage 1's JSON or a pack: word alignment and, with --diarize, speakers"
@@ -81,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(align, (STAGE2_MODEL_DIR_FLAG, THREADS_FLAG))
     _add_stage2_flags(align)
     _add_force_flag(align)
-    align.add_argument("--jobs", type=int, default=1, help="inputs processed at once (the CPU threads are shared between them)")
+    align.add_argument("--jobs", type=int_at_least(1), default=1, help="inputs processed at once (the CPU threads are shared between them)")
 
     packer = commands.add_parser(
         "pack", help=f"one portable file ({pack.PACK_SUFFIX}) with a transcript and its audio, for stage 2 on another machine"
@@ -504,6 +516,9 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_usage(args)  # every combination refused before any stage starts
+        for warning in usage_warnings(args):
+            console.print(f"[yellow]warning[/]: {warning}", highlight=False, soft_wrap=True)
         return int(COMMANDS[args.command](args))
     except StageError as error:
         console.print(f"[red]error[/]: {error.message}", highlight=False, soft_wrap=True)

@@ -6,9 +6,12 @@ Names follow WhisperX / openai-whisper (`--word_timestamps True`, `--max_line_wi
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .languages import language_code
 from .writers import FORMATS
 
 DEFAULT_MODEL = "mlx-community/whisper-large-v3-turbo"
@@ -26,6 +29,60 @@ def str2bool(value: str) -> bool:
 
 def optional_float(value: str) -> float | None:
     return None if value.lower() == "none" else float(value)
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An integer flag's type that refuses values below MINIMUM: argparse then reports a usage error (exit 2)."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {number}")
+        return number
+
+    return parse
+
+
+def float_in(
+    low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False, none: bool = False
+) -> Callable[[str], Any]:
+    """A float flag's type bounded by LOW..HIGH (open ends excluded); `none`: the word None is also accepted."""
+    shown = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}" if math.isfinite(high) else None
+
+    def parse(value: str) -> float | None:
+        if none and value.lower() == "none":
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number{' or None' if none else ''}, got {value!r}") from None
+        below = number <= low if low_open else number < low
+        above = number >= high if high_open else number > high
+        if not math.isfinite(number) or below or above:
+            wanted = f"in {shown}" if shown else f"{'above' if low_open else 'at least'} {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
+        return number
+
+    return parse
+
+
+def token_ids(value: str) -> str:
+    """--suppress_tokens: comma-separated integer token ids (-1: Whisper's non-speech symbols), kept as given."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not all(item.lstrip("-").isdigit() for item in items):
+        raise argparse.ArgumentTypeError(f"expected comma-separated token ids such as -1 or 50,220, got {value!r}")
+    return value
+
+
+def language(value: str) -> str:
+    """--language: a code or a name in any case, as WhisperX accepts (English, en), normalised to Whisper's code."""
+    try:
+        return language_code(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def output_formats(value: str) -> str:
@@ -51,8 +108,10 @@ WRITER_FLAGS = (
         "--output_format",
         {"type": output_formats, "default": "all", "help": "json, txt, srt, vtt, tsv, aud, rttm or all; comma-separated for several"},
     ),
-    Flag("--max_line_width", {"type": int, "default": None, "help": "subtitle line width in characters (needs word timestamps)"}),
-    Flag("--max_line_count", {"type": int, "default": None, "help": "lines per subtitle cue (needs --max_line_width)"}),
+    Flag(
+        "--max_line_width", {"type": int_at_least(1), "default": None, "help": "subtitle line width in characters (needs word timestamps)"}
+    ),
+    Flag("--max_line_count", {"type": int_at_least(1), "default": None, "help": "lines per subtitle cue (needs --max_line_width)"}),
     Flag("--highlight_words", {"type": str2bool, "default": False, "help": "underline each word as it is spoken in srt/vtt"}),
 )
 
@@ -62,11 +121,11 @@ TRANSCRIBE_FLAGS = (
         {"default": DEFAULT_MODEL, "help": f"HF repo id, MLX folder, CTranslate2 (faster-whisper) folder, or {BUNDLED_MODEL} (offline)"},
     ),
     Flag("--model_dir", {"default": None, "help": "Hugging Face cache folder to use instead of HF_HOME's"}),
-    Flag("--language", {"default": None, "help": "language code (e.g. en); detected when omitted"}),
+    Flag("--language", {"type": language, "default": None, "help": "language code or name (en, English); detected when omitted"}),
     Flag("--task", {"default": "transcribe", "choices": ["transcribe", "translate"]}),
     Flag("--initial_prompt", {"default": None, "help": "text to prime the first window with (names, spelling)"}),
-    Flag("--temperature", {"type": float, "default": 0.0}),
-    Flag("--temperature_increment_on_fallback", {"type": optional_float, "default": 0.2}),
+    Flag("--temperature", {"type": float_in(0.0), "default": 0.0}),
+    Flag("--temperature_increment_on_fallback", {"type": float_in(0.0, none=True), "default": 0.2}),
     Flag("--word_timestamps", {"type": str2bool, "default": False, "help": "word times from cross-attention (True/False)"}),
     # False, as in WhisperX: prompting each window with the last one's text feeds loops and temperature fallbacks
     # (300 s of real speech, tiny.en: WER 33% and 4.1x realtime with it, 13.6% and 9.4x without).
@@ -92,25 +151,38 @@ TRANSCRIBE_FLAGS = (
             "mlx_whisper: its own sequential long-form decoding (no VAD, no batches)",
         },
     ),
-    Flag("--batch_size", {"type": int, "default": 8, "help": "speech chunks decoded together"}),
-    Flag("--beam_size", {"type": int, "default": 5, "help": "beams per chunk at temperature 0 (1: greedy, fastest)"}),
-    Flag("--patience", {"type": float, "default": 1.0, "help": "beam search patience (finished candidates = beam_size x patience)"}),
+    Flag("--batch_size", {"type": int_at_least(1), "default": 8, "help": "speech chunks decoded together"}),
+    Flag("--beam_size", {"type": int_at_least(1), "default": 5, "help": "beams per chunk at temperature 0 (1: greedy, fastest)"}),
+    Flag(
+        "--patience",
+        {"type": float_in(0.0, low_open=True), "default": 1.0, "help": "beam search patience (finished candidates = beam_size x patience)"},
+    ),
     Flag("--length_penalty", {"type": optional_float, "default": None, "help": "beam ranking: None divides by length"}),
     Flag("--hotwords", {"default": None, "help": "words to prime every chunk with (names, jargon)"}),
-    Flag("--suppress_tokens", {"default": "-1", "help": "comma-separated token ids never emitted; -1: non-speech symbols"}),
-    Flag("--suppress_numerals", {"type": str2bool, "default": False, "help": "spell numbers as words (no digits or %$ tokens)"}),
+    Flag(
+        "--suppress_tokens", {"type": token_ids, "default": "-1", "help": "comma-separated token ids never emitted; -1: non-speech symbols"}
+    ),
+    # %% is a literal % (argparse formats help strings with %): a bare % crashed every --help
+    Flag("--suppress_numerals", {"type": str2bool, "default": False, "help": "spell numbers as words (no digits or %%$ tokens)"}),
     Flag("--without_timestamps", {"type": str2bool, "default": False, "help": "text only: one segment per speech chunk (faster)"}),
     Flag(
         "--interleaved_context",
         {"type": str2bool, "default": False, "help": "prompt each chunk with the text decoded before it (in batch_size parallel streams)"},
     ),
     Flag("--vad_method", {"default": "silero", "choices": ["silero", "pyannote"], "help": "voice activity detection for chunking"}),
-    Flag("--vad_onset", {"type": float, "default": 0.5, "help": "speech probability that starts speech"}),
+    Flag(
+        "--vad_onset",
+        {"type": float_in(0.0, 1.0, low_open=True, high_open=True), "default": 0.5, "help": "speech probability that starts speech"},
+    ),
     Flag(
         "--vad_offset",
-        {"type": optional_float, "default": None, "help": "probability that ends it (None: silero onset - 0.15, pyannote 0.363)"},
+        {
+            "type": float_in(0.0, 1.0, none=True),
+            "default": None,
+            "help": "probability that ends it (None: silero onset - 0.15, pyannote 0.363)",
+        },
     ),
-    Flag("--chunk_size", {"type": float, "default": 30.0, "help": "longest speech chunk in seconds (<= 30)"}),
+    Flag("--chunk_size", {"type": float_in(0.0, 30.0, low_open=True), "default": 30.0, "help": "longest speech chunk in seconds (<= 30)"}),
     Flag("--no_vad", {"action": "store_true", "help": "no VAD: consecutive 30 s windows"}),
 )
 
@@ -145,9 +217,9 @@ DIARIZE_FLAGS = (
             "help": "pyannote pipeline: HF id (gated: needs --hf_token), config.yaml, or bundled (offline)",
         },
     ),
-    Flag("--num_speakers", {"type": int, "default": None, "help": "exact number of speakers, when known"}),
-    Flag("--min_speakers", {"type": int, "default": None}),
-    Flag("--max_speakers", {"type": int, "default": None}),
+    Flag("--num_speakers", {"type": int_at_least(1), "default": None, "help": "exact number of speakers, when known"}),
+    Flag("--min_speakers", {"type": int_at_least(1), "default": None}),
+    Flag("--max_speakers", {"type": int_at_least(1), "default": None}),
     Flag("--speaker_embeddings", {"action": "store_true", "help": "write each speaker's embedding into the JSON"}),
 )
 
@@ -158,7 +230,7 @@ HF_TOKEN_FLAG = Flag(
     "--hf_token", {"default": None, "help": "Hugging Face token for gated models (default: $HF_TOKEN); never written anywhere"}
 )
 
-THREADS_FLAG = Flag("--threads", {"type": int, "default": 0, "help": "CPU threads (0: the machine's performance cores)"})
+THREADS_FLAG = Flag("--threads", {"type": int_at_least(0), "default": 0, "help": "CPU threads (0: the machine's performance cores)"})
 
 
 def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flags: tuple[Flag, ...]) -> None:

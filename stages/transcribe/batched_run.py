@@ -19,7 +19,7 @@ from stages.common.cache import memoized_sha256
 
 from .backend import Backend
 from .batched import RawSegment, speech_chunks, transcribe_chunks, vote_language
-from .pipeline import PROVENANCE_PACKAGES, ProgressHook, TranscribeOptions
+from .pipeline import PROVENANCE_PACKAGES, ProgressHook, TranscribeOptions, refuse_english_only
 from .vad import VadOptions
 
 LANGUAGE_VOTE_CHUNKS = 8
@@ -86,6 +86,7 @@ def vad_options(decoding: dict[str, Any]) -> VadOptions | None:
 
 
 def _language(backend: Backend, audio: DecodedAudio, chunks: list, requested: str | None) -> LanguageInfo:
+    refuse_english_only(requested, backend.is_multilingual)
     if requested:
         return LanguageInfo(code=requested, source="user")
     if not backend.is_multilingual:

@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> Path:
     from .pipeline import TranscribeOptions, transcribe
 
     formats = expand_formats(args.output_format)  # fail on a bad format before any work
+    if "rttm" in formats:
+        raise StageError(ExitCode.USAGE, "--output_format rttm needs speakers, which stage 1 does not find; run stage 2 with --diarize")
     audio = decode_audio(args.audio)
     decoding = {name: getattr(args, name) for name in DecodingOptions.model_fields if name != "compute_type" and hasattr(args, name)}
     decoding["temperature"] = list(temperatures(args.temperature, args.temperature_increment_on_fallback))

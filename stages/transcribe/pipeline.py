@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from shared.contract import DecodingOptions, LanguageInfo, Segment, Transcript, Word
+from shared.errors import ExitCode, StageError
 from shared.flags import DEFAULT_MODEL
 from shared.provenance import build_provenance, utc_now
 from stages.common.audio import SAMPLE_RATE, DecodedAudio
@@ -102,8 +103,15 @@ def _transcribe_sequential(audio: DecodedAudio, options: TranscribeOptions, on_p
     )
 
 
+def refuse_english_only(requested: str | None, multilingual: bool) -> None:
+    """An English-only (.en) model would transcribe in English whatever it is told, and stage 2 align with the wrong model."""
+    if requested and requested != "en" and not multilingual:
+        raise StageError(ExitCode.USAGE, f"--language {requested}: the model is English-only; use --language en or a multilingual model")
+
+
 def _language(model: Any, audio: DecodedAudio, language: str | None, compute_type: str) -> LanguageInfo:
     """The user's language, English for .en models, else detected on the first 30 s with its probability."""
+    refuse_english_only(language, model.is_multilingual)
     if language:
         return LanguageInfo(code=language, probability=None, source="user")
     if not model.is_multilingual:

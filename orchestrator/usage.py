@@ -1,0 +1,123 @@
+"""Command lines checked as a whole before any stage starts: combinations that cannot work are refused (exit 2, one
+line), flags that would do nothing in this command are named in a warning.
+
+Single values (ranges, languages, formats) are checked by the flags' own argparse types in shared/flags.py, so the
+stages refuse them too when run by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from shared.errors import ExitCode, StageError
+from shared.flags import ALIGN_FLAGS, DIARIZE_FLAGS, TRANSCRIBE_FLAGS, WRITER_FLAGS
+from shared.writers import expand_formats
+
+# mlx_whisper's sequential decoding is the only backend with these; "off" values
+SEQUENTIAL_ONLY = {"condition_on_previous_text": False, "hallucination_silence_threshold": None}
+DIARIZE_ONLY = ("num_speakers", "min_speakers", "max_speakers", "speaker_embeddings", "diarize_model")
+ALIGN_ONLY = ("align_model", "interpolate_method", "return_char_alignments", "align_device")
+VAD_ONLY = ("vad_method", "vad_onset", "vad_offset", "chunk_size")
+# `.en` as a name part: bundled-tiny.en, whisper-tiny.en-mlx, faster-whisper-base.en
+ENGLISH_ONLY_NAME = re.compile(r"\.en($|[-_.])", re.IGNORECASE)
+
+
+def _default(options: dict[str, object]) -> object:
+    return options.get("default", False if options.get("action") == "store_true" else None)
+
+
+# each shared flag's default, to tell the flags the user gave from those left alone
+DEFAULTS = {flag.dest: _default(flag.options) for flag in TRANSCRIBE_FLAGS + WRITER_FLAGS + ALIGN_FLAGS + DIARIZE_FLAGS}
+
+
+def check_usage(args: argparse.Namespace) -> None:
+    """Raise a one-line StageError(USAGE) for a combination of flags no stage could run."""
+    _check_formats(args)
+    _check_speakers(args)
+    _check_language(args)
+    _check_backend(args)
+
+
+def usage_warnings(args: argparse.Namespace) -> list[str]:
+    """One line per group of flags that have no effect in this command."""
+    if args.command not in ("transcribe", "run", "align-diarize"):
+        return []
+    given = {name for name, default in DEFAULTS.items() if getattr(args, name, default) != default}
+    warnings: list[str] = []
+    if hasattr(args, "diarize") and not args.diarize:
+        warnings += _unused(given, DIARIZE_ONLY, "without --diarize; add --diarize or drop {them}")
+    if getattr(args, "no_align", False):
+        warnings += _unused(given, ALIGN_ONLY, "with --no_align; drop {them} or --no_align")
+    if getattr(args, "no_vad", False):
+        warnings += _unused(given, VAD_ONLY, "with --no_vad; drop {them} or --no_vad")
+    if "highlight_words" in given and word_times(args) is False:
+        warnings.append(f"--highlight_words has no effect without word times; {_word_times_hint(args)}")
+    if "max_line_count" in given and args.max_line_width is None:
+        warnings.append("--max_line_count has no effect without --max_line_width; add --max_line_width N")
+    return warnings
+
+
+def word_times(args: argparse.Namespace) -> bool | None:
+    """Whether the outputs will have word times: None when only the transcript knows (align-diarize --no_align)."""
+    if args.command == "transcribe":
+        return bool(args.word_timestamps)
+    if not args.no_align:
+        return True
+    return bool(args.word_timestamps) if args.command == "run" else None
+
+
+def english_only(model: str) -> bool:
+    """Whisper's English-only models are named `*.en` (tiny.en ... medium.en), as repos, folders and bundled names."""
+    return bool(ENGLISH_ONLY_NAME.search(Path(model.rstrip("/")).name))
+
+
+def _check_formats(args: argparse.Namespace) -> None:
+    if not hasattr(args, "output_format") or "rttm" not in expand_formats(args.output_format):
+        return
+    if args.command == "transcribe":
+        raise StageError(ExitCode.USAGE, "--output_format rttm needs speakers, which transcribe does not find; use `run --diarize`")
+    if not getattr(args, "diarize", False):
+        raise StageError(ExitCode.USAGE, "--output_format rttm needs speakers; add --diarize")
+
+
+def _check_speakers(args: argparse.Namespace) -> None:
+    low, high, exact = (getattr(args, name, None) for name in ("min_speakers", "max_speakers", "num_speakers"))
+    if low is not None and high is not None and low > high:
+        raise StageError(ExitCode.USAGE, f"--min_speakers {low} is more than --max_speakers {high}; swap or correct them")
+    if exact is not None and ((low is not None and exact < low) or (high is not None and exact > high)):
+        raise StageError(ExitCode.USAGE, f"--num_speakers {exact} is outside --min_speakers/--max_speakers; give the count or the range")
+
+
+def _check_language(args: argparse.Namespace) -> None:
+    language, model = getattr(args, "language", None), getattr(args, "model", None)
+    if language and language != "en" and model and english_only(model):
+        raise StageError(
+            ExitCode.USAGE,
+            f"--language {language}: {model} is an English-only model; use --language en or a multilingual model (without .en)",
+        )
+
+
+def _check_backend(args: argparse.Namespace) -> None:
+    if getattr(args, "backend", "mlx_whisper") == "mlx_whisper":
+        return
+    for name, off in SEQUENTIAL_ONLY.items():
+        if getattr(args, name, off) != off:
+            raise StageError(
+                ExitCode.USAGE,
+                f"--{name} needs --backend mlx_whisper (batched chunks are decoded independently; "
+                "--interleaved_context True carries each stream's text forward)",
+            )
+
+
+def _unused(given: set[str], names: tuple[str, ...], why: str) -> list[str]:
+    flags = [f"--{name}" for name in names if name in given]
+    if not flags:
+        return []
+    verb, them = ("has", "it") if len(flags) == 1 else ("have", "them")
+    return [f"{', '.join(flags)} {verb} no effect {why.format(them=them)}"]
+
+
+def _word_times_hint(args: argparse.Namespace) -> str:
+    return "add --word_timestamps True" if args.command == "transcribe" else "add --word_timestamps True or drop --no_align"
