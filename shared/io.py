@@ -146,6 +146,8 @@ def _temp_beside(path: Path, mode: str, where: str) -> Iterator[tuple[Any, str]]
         raise _unwritable(path, error, f"choose another {where}") from None
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
+            # mkstemp makes the file 0600; the renamed output must get what a plain open() would (0644 under umask 022)
+            os.fchmod(handle.fileno(), 0o666 & ~current_umask())
             yield handle, temp_name
             handle.flush()
             os.fsync(handle.fileno())
@@ -155,6 +157,20 @@ def _temp_beside(path: Path, mode: str, where: str) -> Iterator[tuple[Any, str]]
     except BaseException:
         _remove_quietly(temp_name)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (os.umask sets it, racing other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _unwritable(path: Path, error: OSError, what_to_do: str) -> StageError:
