@@ -38,7 +38,7 @@ from pyannote.core import Annotation, Segment
 from pyannote.database.util import load_rttm
 from pyannote.metrics.diarization import DiarizationErrorRate
 
-from stages.align_diarize.bundled_pipeline import BUNDLED_PARAMS, load_bundled_pipeline
+from stages.align_diarize.diarization.bundled import BUNDLED_PARAMS, load_bundled_pipeline
 
 SPEAKERS = {"auto": {}, "n=2": {"num_speakers": 2}, "2-4": {"min_speakers": 2, "max_speakers": 4}}
 REPEAT = 10

@@ -20,7 +20,7 @@ import json, sys, warnings
 warnings.filterwarnings("ignore")
 import torch
 import whisperx.vad as wv
-from stages.align_diarize.checkpoints import pyannote_checkpoints_allowed
+from stages.align_diarize.diarization.checkpoints import pyannote_checkpoints_allowed
 from stages.align_diarize.export_vad import export
 from stages.common.audio import decode_audio
 

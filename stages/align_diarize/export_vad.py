@@ -36,7 +36,7 @@ def _load(asset: Path):  # type: ignore[no-untyped-def]
     from pyannote.audio import Model
 
     from shared.io import file_sha256
-    from stages.align_diarize.checkpoints import pyannote_checkpoints_allowed
+    from stages.align_diarize.diarization.checkpoints import pyannote_checkpoints_allowed
 
     if file_sha256(asset) != PYANNOTE_SOURCE_SHA256:
         raise StageError(ExitCode.ENV_BROKEN, f"{asset} is not the VAD model whisperx 3.3 ships (sha256 differs): run `stagewhisper setup`")

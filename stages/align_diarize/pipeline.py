@@ -12,8 +12,8 @@ from shared.errors import ExitCode, StageError
 from shared.provenance import build_provenance, utc_now
 from stages.common.audio import DecodedAudio, check_readable, decode_audio
 
-from .alignment import InterpolateMethod
-from .diarization import DiarizeOptions
+from .alignment.align import InterpolateMethod
+from .diarization.pipelines import DiarizeOptions
 from .speakers import assign_speakers, speaker_summaries
 
 PROVENANCE_PACKAGES = ["numpy", "torch", "torchaudio", "whisperx", "pyannote.audio", "transformers", "resemblyzer", "av", "pydantic"]
@@ -73,7 +73,7 @@ def align_and_diarize(
         segments, alignment_info = _align(transcript.language, segments, audio, options, timings, report)
     diarization = None
     if options.diarize is not None:
-        from .diarization import diarize, load_pipeline
+        from .diarization.pipelines import diarize, load_pipeline
 
         step = time.perf_counter()
         pipeline, info = load_pipeline(options.diarize)
@@ -102,8 +102,8 @@ def align_and_diarize(
 def _align(
     language: str, segments: list[Segment], audio: DecodedAudio, options: Stage2Options, timings: dict[str, float], report: ProgressReport
 ) -> tuple[list[Segment], AlignmentInfo]:
-    from .alignment import align_segments
-    from .alignment_model import load_align_model
+    from .alignment.align import align_segments
+    from .alignment.model import load_align_model
 
     step = time.perf_counter()
     model = load_align_model(language, options.align_model, options.model_dir, options.align_device)

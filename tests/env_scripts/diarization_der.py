@@ -22,7 +22,7 @@ from pyannote.metrics.diarization import DiarizationErrorRate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for `stages`
 
-from stages.align_diarize.bundled_pipeline import load_bundled_pipeline  # noqa: E402
+from stages.align_diarize.diarization.bundled import load_bundled_pipeline  # noqa: E402
 
 SPEAKER_SETTINGS: dict[str, dict[str, int]] = {"auto": {}, "two": {"num_speakers": 2}, "min2_max4": {"min_speakers": 2, "max_speakers": 4}}
 

@@ -20,7 +20,7 @@ from pyannote.database.util import load_rttm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for `stages`
 
-from stages.align_diarize.ge2e import GE2EEmbedding, resemblyzer_weights_path  # noqa: E402
+from stages.align_diarize.diarization.ge2e import GE2EEmbedding, resemblyzer_weights_path  # noqa: E402
 
 NUM_MASK_FRAMES = 293  # what the bundled segmentation model outputs per 5 s chunk
 

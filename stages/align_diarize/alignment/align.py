@@ -19,7 +19,7 @@ import torch
 from shared.contract import CharAlignment, Segment, Word
 from stages.common.audio import SAMPLE_RATE
 
-from .alignment_model import AlignModel
+from .model import AlignModel
 
 InterpolateMethod = Literal["nearest", "linear", "ignore"]
 LANGUAGES_WITHOUT_SPACES = frozenset({"ja", "zh"})  # whisperx's: one "word" per character

@@ -21,7 +21,7 @@ from shared.errors import ExitCode, StageError
 from stages.common.audio import SAMPLE_RATE
 from stages.common.cache import memoized_sha256
 
-from .bundled_pipeline import BUNDLED_PIPELINE, bundled_assets, load_bundled_pipeline
+from .bundled import BUNDLED_PIPELINE, bundled_assets, load_bundled_pipeline
 from .checkpoints import pyannote_checkpoints_allowed
 
 DEFAULT_PIPELINE = "pyannote/speaker-diarization-3.1"

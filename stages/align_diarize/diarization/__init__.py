@@ -1,0 +1,2 @@
+"""Who spoke when: pipeline loading and running (`pipelines.py`), the bundled offline pipeline (`bundled.py`, `ge2e.py`),
+our engine over pyannote's SpeakerDiarization (`engine.py`, `embeddings.py`, `clustering.py`), checkpoint loading (`checkpoints.py`)."""
