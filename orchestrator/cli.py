@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared.contract import Result, Transcript
+from shared.contract import AudioInfo, Result, Transcript
 from shared.errors import ExitCode, StageError
 from shared.flags import (
     ALIGN_FLAGS,
@@ -34,7 +34,7 @@ from shared.flags import (
     int_at_least,
     to_argv,
 )
-from shared.io import TRANSCRIPT_SUFFIX, load_document
+from shared.io import TRANSCRIPT_SUFFIX, load_document, recorded_audio
 from shared.progress import ProgressEvent
 from shared.writers import WriterOptions, expand_formats, result_formats, write_outputs
 
@@ -156,6 +156,32 @@ def output_names(audio_files: Sequence[str]) -> list[str]:
     return names
 
 
+def same_files_once(paths: Sequence[str]) -> list[str]:
+    """Each file once, in the order first given: `x`, `./x` and its absolute path are one file, and running it twice
+    would only redo the work and race on the same outputs."""
+    given: dict[Path, list[str]] = {}
+    for path in paths:
+        given.setdefault(Path(path).resolve(), []).append(path)
+    for names in given.values():
+        if len(names) > 1:
+            same = f"{', '.join(names[:-1])} and {names[-1]} are the same file; it is processed once"
+            console.print(f"[yellow]warning[/]: {same}", highlight=False, soft_wrap=True)
+    return [names[0] for names in given.values()]
+
+
+def log_names(paths: Sequence[str]) -> list[str]:
+    """Each input's log name: its file name, or with as many of its folders as tell it apart (`day1_meeting.flac`)
+    where inputs share a file name, so that no log overwrites another's."""
+    parts = [Path(path).resolve().parts[1:] for path in paths]
+    names: list[str] = []
+    for own in parts:
+        depth = 1
+        while depth < len(own) and sum(other[-depth:] == own[-depth:] for other in parts) > 1:
+            depth += 1
+        names.append("_".join(own[-depth:]))
+    return names
+
+
 def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = None, then_stage2: bool = False) -> list[StageOutcome]:
     """Stage 1 on every file, each followed by stage 2 when asked; a failing file never stops the others.
 
@@ -163,6 +189,7 @@ def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = 
     next file: a pipeline across files, stage 1 keeping the accelerator busy and stage 2 the CPU cores.
     """
     output_dir = Path(args.output_dir)
+    audio_files = same_files_once(args.audio)
     stage_argv = to_argv(args, TRANSCRIBE_FLAGS + WRITER_FLAGS)
     if then_stage2:  # stage 2 writes the subtitles, from aligned words
         stage_argv = [*to_argv(args, TRANSCRIBE_FLAGS), "--output_format", "json"]
@@ -174,12 +201,13 @@ def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = 
     stage1_args, stage2_args = split_threads(args, jobs)
     per_file: list[list[StageOutcome | Future[StageOutcome]]] = []
     with _progress() as progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage2") as stage2_pool:
-        for audio, name in zip(args.audio, output_names(args.audio), strict=True):
-            outcome = _transcribe_one(progress, stage1_args, audio, name, output_dir, stage_argv, extra_env, then_stage2)
+        for audio, name, log_name in zip(audio_files, output_names(audio_files), log_names(audio_files), strict=True):
+            outcome = _transcribe_one(progress, stage1_args, audio, name, log_name, output_dir, stage_argv, extra_env, then_stage2)
             per_file.append([outcome])
             if then_stage2 and outcome.ok:
                 transcript = output_dir / f"{name}{TRANSCRIPT_SUFFIX}"
-                stage2 = partial(_align_diarize_one, progress, stage2_args, audio, transcript, output_dir, _merged(extra_env, args))
+                env = _merged(extra_env, args)
+                stage2 = partial(_align_diarize_one, progress, stage2_args, audio, transcript, output_dir, env, log_name=log_name)
                 per_file[-1].append(stage2_pool.submit(stage2) if jobs > 1 else stage2())
     return [item.result() if isinstance(item, Future) else item for items in per_file for item in items]
 
@@ -218,6 +246,7 @@ def _transcribe_one(
     args: argparse.Namespace,
     audio: str,
     name: str,
+    log_name: str,
     output_dir: Path,
     stage_argv: list[str],
     extra_env: dict[str, str] | None,
@@ -233,11 +262,12 @@ def _transcribe_one(
         )
         kept = None if args.force else workdir.load_artifact(output_dir, key)
         if isinstance(kept, Transcript):
-            kept = kept.model_copy(update={"audio": kept.audio.model_copy(update={"path": audio})})  # same bytes, maybe another path
+            place = {"path": audio, "resolved_path": str(Path(audio).resolve())}  # same bytes, maybe another path
+            kept = kept.model_copy(update={"audio": kept.audio.model_copy(update=place)})
             formats = ["json"] if then_stage2 else expand_formats(args.output_format)  # as the stage would have written
-            return _reuse(progress, "transcribe", audio, kept, output_dir, name, formats, json_path, key, args)
+            return _reuse(progress, "transcribe", audio, log_name, kept, output_dir, name, formats, json_path, key, args)
     argv = [audio, "--output_dir", str(output_dir), "--output_name", name, *stage_argv]
-    outcome = _run_with_progress(progress, "transcribe", audio, argv, output_dir, args.threads, extra_env)
+    outcome = _run_with_progress(progress, "transcribe", audio, argv, output_dir, args.threads, extra_env, log_name)
     if outcome.ok and key is not None:
         workdir.keep_artifact(output_dir, key, json_path)
     return outcome
@@ -251,31 +281,53 @@ def _align_diarize_one(
     output_dir: Path,
     extra_env: dict[str, str] | None,
     audio: str | None = None,
+    log_name: str | None = None,
 ) -> StageOutcome:
     """Stage 2 on one transcript, or its kept result when the same transcript met the same stage-2 settings."""
     name = transcript.name.removesuffix(TRANSCRIPT_SUFFIX) if transcript.name.endswith(TRANSCRIPT_SUFFIX) else transcript.stem
-    transcript_sha256 = workdir.file_sha256(transcript)
+    log_name = log_name or Path(label).name
+    transcript_sha256 = workdir.transcript_sha256(transcript)
     key = None
     if transcript_sha256:
         params = workdir.params_sha256("align_diarize", to_argv(args, ALIGN_FLAGS + DIARIZE_FLAGS), args.align_model)
         key = workdir.ArtifactKey("align_diarize", transcript_sha256, params)
         kept = None if args.force else workdir.load_artifact(output_dir, key)
-        if isinstance(kept, Result):
+        current_audio = _transcript_audio(transcript) if isinstance(kept, Result) else None
+        if isinstance(kept, Result) and current_audio:
+            kept = kept.model_copy(update={"audio": current_audio})  # the key leaves out the audio's paths: take today's
             formats = result_formats(args.output_format, args.diarize)
-            return _reuse(progress, "align_diarize", label, kept, output_dir, name, formats, output_dir / f"{name}.json", key, args)
+            json_path = output_dir / f"{name}.json"
+            return _reuse(progress, "align_diarize", label, log_name, kept, output_dir, name, formats, json_path, key, args)
     argv = [str(transcript), "--output_dir", str(output_dir), *stage2_argv(args)]
     if audio:
         argv += ["--audio", audio]
-    outcome = _run_with_progress(progress, "align_diarize", label, argv, output_dir, args.threads, extra_env)
+    outcome = _run_with_progress(progress, "align_diarize", label, argv, output_dir, args.threads, extra_env, log_name)
     if outcome.ok and key is not None:
         workdir.keep_artifact(output_dir, key, output_dir / f"{name}.json")
     return outcome
+
+
+def _transcript_audio(transcript_path: Path) -> AudioInfo | None:
+    """The transcript's audio record; None when it does not load (stage 2 then says why, in its own words)."""
+    try:
+        return load_document(transcript_path, Transcript).audio
+    except StageError:
+        return None
+
+
+def _found_audio(transcript_path: Path) -> str | None:
+    """Where the transcript's audio is now, absolute: its resolved path first, since stage 1 may have run in another
+    folder than this one. None leaves the search, and its error, to stage 2."""
+    audio = _transcript_audio(transcript_path)
+    found = recorded_audio(audio, transcript_path) if audio else None
+    return str(found.absolute()) if found else None
 
 
 def _reuse(
     progress: Progress,
     stage: str,
     label: str,
+    log_name: str,
     document: Transcript | Result,
     output_dir: Path,
     name: str,
@@ -287,7 +339,7 @@ def _reuse(
     """Write the outputs from a kept artifact instead of running the stage; say so in one line and in the log."""
     started = time.perf_counter()
     kept_at = workdir.artifact_path(output_dir, key)
-    log_path = log_path_for(output_dir, label, stage)
+    log_path = log_path_for(output_dir, log_name, stage)
     options = WriterOptions(args.max_line_width, args.max_line_count, args.highlight_words)
     try:
         # as the stage writes them: all or none, the JSON always and renamed last
@@ -305,28 +357,29 @@ def align_diarize_all(args: argparse.Namespace) -> list[StageOutcome]:
     """Stage 2 alone on stage 1's JSON files and packs, in one list; a failing input never stops the others.
 
     `--jobs N` runs up to N inputs at once, the cores shared between them."""
-    if args.audio and len(args.transcripts) > 1:
+    inputs = same_files_once(args.transcripts)
+    if args.audio and len(inputs) > 1:
         raise StageError(ExitCode.USAGE, "--audio names the audio of one input; pass one transcript or pack with it")
     jobs = max(1, args.jobs)
     if jobs > 1:
         args = argparse.Namespace(**{**vars(args), "threads": max(1, (args.threads or runtime.performance_cores()) // jobs)})
     with _progress() as progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage2") as pool:
-        return list(pool.map(partial(_align_diarize_input, progress, args), args.transcripts))
+        return list(pool.map(partial(_align_diarize_input, progress, args), inputs, log_names(inputs)))
 
 
-def _align_diarize_input(progress: Progress, args: argparse.Namespace, item: str) -> StageOutcome:
+def _align_diarize_input(progress: Progress, args: argparse.Namespace, item: str, log_name: str) -> StageOutcome:
     output_dir = Path(args.output_dir) if args.output_dir else Path(item).parent
     if pack.is_pack(Path(item)):
-        outcome = _align_diarize_pack(progress, Path(item), output_dir, args)
+        outcome = _align_diarize_pack(progress, Path(item), output_dir, args, log_name)
     else:
-        audio = str(Path(args.audio).absolute()) if args.audio else None
-        outcome = _align_diarize_one(progress, args, item, Path(item), output_dir, stage2_env(args), audio)
+        audio = str(Path(args.audio).absolute()) if args.audio else _found_audio(Path(item))
+        outcome = _align_diarize_one(progress, args, item, Path(item), output_dir, stage2_env(args), audio, log_name)
     if args.pack_result and outcome.ok:
         _add_result_pack(outcome, output_dir)
     return outcome
 
 
-def _align_diarize_pack(progress: Progress, pack_path: Path, output_dir: Path, args: argparse.Namespace) -> StageOutcome:
+def _align_diarize_pack(progress: Progress, pack_path: Path, output_dir: Path, args: argparse.Namespace, log_name: str) -> StageOutcome:
     """Verify and unpack into a private temp folder, then stage 2 exactly as for a transcript, outputs named after the pack."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="stagewhisper-pack-") as unpack_dir:
@@ -334,18 +387,19 @@ def _align_diarize_pack(progress: Progress, pack_path: Path, output_dir: Path, a
             unpacked = pack.unpack_transcript_pack(pack_path, Path(unpack_dir))
             audio = pack.check_given_audio(unpacked, Path(args.audio) if args.audio else None)
         except StageError as error:  # refused before any stage ran: the log is the only file written
-            return _refused(pack_path, output_dir, error, time.perf_counter() - started)
+            return _refused(pack_path, log_name, output_dir, error, time.perf_counter() - started)
         # Absolute paths: the unpacked transcript lives in a temp folder, away from the user's relative paths.
         argv = [str(unpacked.transcript), "--output_dir", str(output_dir.absolute()), "--output_name", unpacked.output_name]
         argv += [*stage2_argv(args), "--audio", str(audio.absolute())]
-        outcome = _run_with_progress(progress, "align_diarize", str(pack_path), argv, output_dir, args.threads, stage2_env(args))
+        env = stage2_env(args)
+        outcome = _run_with_progress(progress, "align_diarize", str(pack_path), argv, output_dir, args.threads, env, log_name)
         # The unpacked copy vanishes with the temp folder: name the pack in the error instead.
         outcome.error = outcome.error.replace(f"{unpack_dir}/", f"{pack_path}:")
     return outcome
 
 
-def _refused(label: Path, output_dir: Path, error: StageError, seconds: float) -> StageOutcome:
-    log_path = log_path_for(output_dir, str(label), "align_diarize")
+def _refused(label: Path, log_name: str, output_dir: Path, error: StageError, seconds: float) -> StageOutcome:
+    log_path = log_path_for(output_dir, log_name, "align_diarize")
     try:
         log_path.write_text(f"stagewhisper align_diarize: error: {error.message}\n", encoding="utf-8")
     except OSError:  # a log we cannot write must not hide the refusal itself
@@ -371,7 +425,14 @@ def _merged(extra_env: dict[str, str] | None, args: argparse.Namespace) -> dict[
 
 
 def _run_with_progress(
-    progress: Progress, stage: str, label: str, argv: list[str], output_dir: Path, threads: int, extra_env: dict[str, str] | None
+    progress: Progress,
+    stage: str,
+    label: str,
+    argv: list[str],
+    output_dir: Path,
+    threads: int,
+    extra_env: dict[str, str] | None,
+    log_name: str | None = None,
 ) -> StageOutcome:
     task = progress.add_task(f"{stage} {Path(label).name}", total=None)
 
@@ -380,7 +441,7 @@ def _run_with_progress(
             step = f": {event.message}" if event.message else ""
             progress.update(task, total=event.total, completed=event.done, description=f"{stage} {Path(label).name}{step}")
 
-    outcome = run_stage(stage, label, argv, output_dir, threads or None, extra_env, on_event=show)
+    outcome = run_stage(stage, label, argv, output_dir, threads or None, extra_env, on_event=show, log_name=log_name)
     progress.update(task, total=1, completed=1, description=_task_label(outcome))
     return outcome
 

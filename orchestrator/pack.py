@@ -22,7 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.contract import SCHEMA_MAJOR, SCHEMA_VERSION, Transcript
 from shared.errors import ExitCode, StageError
-from shared.io import TRANSCRIPT_SUFFIX, atomic_binary_output, describe_validation_error, file_sha256, load_document, parse_document
+from shared.io import (
+    TRANSCRIPT_SUFFIX,
+    atomic_binary_output,
+    describe_validation_error,
+    file_sha256,
+    load_document,
+    parse_document,
+    recorded_audio,
+)
 from shared.provenance import TOOL_DISTRIBUTION, package_versions
 
 PACK_SUFFIX = ".swpack"
@@ -170,15 +178,15 @@ def pack_destination(transcript_path: Path, output: Path | None) -> Path:
 
 
 def locate_audio(transcript: Transcript, transcript_path: Path, given: Path | None, required: bool) -> Path | None:
-    """--audio, else where stage 2 would look: the recorded path, relative to the transcript, or beside it."""
+    """--audio, else where `align-diarize` looks (shared.io.recorded_audio)."""
     if given is not None:
         if not given.is_file():
             raise StageError(ExitCode.BAD_AUDIO, f"{given}: audio file not found; check the path given to --audio")
         return given
+    found = recorded_audio(transcript.audio, transcript_path)
+    if found is not None:
+        return found
     recorded = Path(transcript.audio.path)
-    for candidate in (recorded, transcript_path.parent / recorded, transcript_path.parent / recorded.name):
-        if candidate.is_file():
-            return candidate
     if required:
         raise StageError(
             ExitCode.BAD_AUDIO,

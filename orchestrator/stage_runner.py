@@ -38,9 +38,9 @@ class StageOutcome:
         return self.exit_code == ExitCode.OK
 
 
-def log_path_for(output_dir: Path, audio: str, stage: str) -> Path:
-    """Logs live beside the outputs; an unwritable output folder sends them to the temp folder."""
-    name = f"{Path(audio).name}.{stage}.log"
+def log_path_for(output_dir: Path, log_name: str, stage: str) -> Path:
+    """Logs live beside the outputs, as LOG_NAME.STAGE.log; an unwritable output folder sends them to the temp folder."""
+    name = f"{Path(log_name).name}.{stage}.log"
     folder = output_dir / "logs"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -74,10 +74,13 @@ def run_stage(
     threads: int | None = None,
     extra_env: Mapping[str, str] | None = None,
     on_event: Callable[[ProgressEvent], None] | None = None,
+    log_name: str | None = None,
 ) -> StageOutcome:
-    """Run `python -m stages.<stage> ARGV` in the stage's env; never raises for a stage's own failure."""
+    """Run `python -m stages.<stage> ARGV` in the stage's env; never raises for a stage's own failure.
+
+    The log is LOG_NAME.STAGE.log (default: the input's file name) in OUTPUT_DIR/logs."""
     started = time.perf_counter()
-    log_path = log_path_for(output_dir, audio, stage)
+    log_path = log_path_for(output_dir, log_name or audio, stage)
     python = envs.ensure_ready(stage)
     env = runtime.stage_environment(stage, threads=threads)
     env.update(extra_env or {})

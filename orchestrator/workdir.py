@@ -2,7 +2,7 @@
 
 Each stage's validated output JSON is kept in `OUTPUT_DIR/.stagewhisper/cache/` under a key made of what decides
 it: for stage 1, the audio's sha256 and the flags that change the transcript (model, language, decoding...); for
-stage 2, the sha256 of the exact transcript it read and its own flags. A rerun finds the artifact, validates it
+stage 2, the sha256 of the transcript it read (less the audio's paths) and its own flags. A rerun finds the artifact, validates it
 and writes the user's outputs from it instead of running the stage; `--force` ignores it. Output-only flags
 (formats, line widths) are not in the key: outputs are rendered again from the artifact. Artifacts are written
 to a unique temp name and renamed, so a killed run or two runs at once never leave a half-written one.
@@ -23,6 +23,7 @@ from shared.io import file_sha256 as shared_file_sha256
 from shared.io import load_document, write_text_atomic
 
 CACHE_FOLDER = Path(".stagewhisper") / "cache"
+AUDIO_PLACE_FIELDS = ("path", "resolved_path")  # where the audio lies, not what it is
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,21 @@ def file_sha256(path: Path) -> str | None:
         return shared_file_sha256(path)
     except OSError:
         return None
+
+
+def transcript_sha256(path: Path) -> str | None:
+    """A transcript's identity for stage 2's kept result: its JSON less where the audio lies (the path as typed and
+    the resolved path). Stage 2's words and speakers depend on the audio's bytes (its sha256 stays in), not on the
+    path: `./in/x.flac` and `in/x.flac` share one kept result. None when the file cannot be read."""
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError:
+        return None
+    except (ValueError, RecursionError):  # not JSON: stage 2 will say so; key it by its bytes meanwhile
+        return file_sha256(path)
+    if isinstance(data, dict) and isinstance(data.get("audio"), dict):
+        data["audio"] = {key: value for key, value in data["audio"].items() if key not in AUDIO_PLACE_FIELDS}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def params_sha256(stage: str, argv: list[str], model: str | None = None) -> str:

@@ -10,9 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = (
-    "1.2"  # 1.1: alignment scores, char alignments, speaker turns, stage-2 model records; 1.2: batched decoding, VAD, language votes
-)
+# 1.1: alignment scores, char alignments, speaker turns, stage-2 model records; 1.2: batched decoding, VAD, language votes;
+# 1.3: audio.resolved_path
+SCHEMA_VERSION = "1.3"
 SCHEMA_MAJOR = SCHEMA_VERSION.split(".")[0]
 
 # Whisper rounds times to 10 ms; allow that much slack before calling times inconsistent.
@@ -78,6 +78,8 @@ class Segment(_Model):
 
 class AudioInfo(_Model):
     path: str = Field(description="the path as the user gave it")
+    # optional: documents before 1.3 have none
+    resolved_path: str | None = Field(default=None, description="the absolute path stage 1 read (symbolic links resolved)")
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     duration: Seconds
     sample_rate: int = Field(gt=0, description="sample rate of the source file")

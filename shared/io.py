@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .contract import SCHEMA_MAJOR, SCHEMA_VERSION, Result, Transcript
+from .contract import SCHEMA_MAJOR, SCHEMA_VERSION, AudioInfo, Result, Transcript
 from .errors import ExitCode, StageError
 
 DocumentT = TypeVar("DocumentT", Transcript, Result)
@@ -73,6 +73,15 @@ def describe_validation_error(error: ValidationError) -> str:
 def _printable(text: str) -> str:
     """Keys and values come from the file: escape control characters so the error stays one line."""
     return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
+
+
+def recorded_audio(audio: AudioInfo, transcript_path: Path) -> Path | None:
+    """The audio a transcript was made from, where it can be found: the absolute path stage 1 read (any working
+    folder), else the path as typed (from this folder, then from the transcript's), else beside the transcript."""
+    typed = Path(audio.path)
+    candidates = [Path(audio.resolved_path)] if audio.resolved_path else []
+    candidates += [typed, transcript_path.parent / typed, transcript_path.parent / typed.name]
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 
 def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:

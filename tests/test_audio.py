@@ -31,6 +31,7 @@ print(json.dumps({
     "equal": bool(np.array_equal(direct, through_pyav)), "dtype": str(direct.dtype), "length": int(direct.size),
     "pyav_source": [rate, channels], "stereo_direct": audio.read_pcm_wav(stereo) is None,
     "stereo_info": [decoded.info.sample_rate, decoded.info.channels],
+    "resolved_path": decoded.info.resolved_path == str(stereo.resolve()) and decoded.info.path == str(stereo),
     "stereo_close": float(np.abs(decoded.samples - direct * np.sqrt(2)).max()),
     "not_wav": audio.read_pcm_wav(Path(sys.argv[3])) is None,
 }))
@@ -48,4 +49,5 @@ def test_plain_wav_is_read_directly_and_equals_pyav(transcribe_python: Path, sam
     assert result["equal"] and result["dtype"] == "float32" and result["length"] == 480_000
     assert result["pyav_source"] == [16000, 1]
     assert result["stereo_direct"] and result["stereo_info"] == [16000, 2] and result["stereo_close"] < 1e-3
+    assert result["resolved_path"]  # the path as typed, and the absolute one stage 2 finds the audio by
     assert result["not_wav"]

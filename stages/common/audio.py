@@ -42,6 +42,7 @@ def decode_audio(path: str | Path) -> DecodedAudio:
         raise StageError(ExitCode.BAD_AUDIO, f"{path}: decoded to no audio samples; is the file truncated?")
     info = AudioInfo(
         path=str(path),
+        resolved_path=str(path.resolve()),  # stage 2 and packs find it from any folder
         sha256=file_sha256(path),
         duration=round(samples.size / SAMPLE_RATE, 3),
         sample_rate=source_rate or SAMPLE_RATE,
