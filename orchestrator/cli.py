@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 from rich.console import Console
@@ -39,7 +42,7 @@ from shared.progress import ProgressEvent
 from shared.writers import WriterOptions, expand_formats, result_formats, write_outputs
 
 from . import assets, envs, pack, runtime, workdir
-from .stage_runner import StageOutcome, log_path_for, run_stage
+from .stage_runner import StageInterrupted, StageOutcome, log_path_for, run_stage, stop_running_stages
 from .usage import check_usage, usage_warnings
 
 console = Console(stderr=True)
@@ -156,6 +159,30 @@ def output_names(audio_files: Sequence[str]) -> list[str]:
     return names
 
 
+Pending = StageOutcome | Future[StageOutcome]
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM during a run: the stages were stopped; carries the outcomes of the stages that had ended."""
+
+    def __init__(self, outcomes: list[StageOutcome]) -> None:
+        super().__init__("interrupted")
+        self.outcomes = outcomes
+
+
+def _stop_and_collect(pool: ThreadPoolExecutor, pending: list[Pending]) -> list[StageOutcome]:
+    """Stop every running stage, let the threads following them end, and keep the outcomes of what ended."""
+    stop_running_stages()
+    pool.shutdown(wait=True, cancel_futures=True)
+    ended: list[StageOutcome] = []
+    for item in pending:
+        if isinstance(item, StageOutcome):
+            ended.append(item)
+        elif item.done() and not item.cancelled() and item.exception() is None:
+            ended.append(item.result())
+    return ended
+
+
 def same_files_once(paths: Sequence[str]) -> list[str]:
     """Each file once, in the order first given: `x`, `./x` and its absolute path are one file, and running it twice
     would only redo the work and race on the same outputs."""
@@ -199,17 +226,21 @@ def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = 
         export_pyannote_vad(extra_env)
     jobs = max(1, getattr(args, "jobs", 1))
     stage1_args, stage2_args = split_threads(args, jobs)
-    per_file: list[list[StageOutcome | Future[StageOutcome]]] = []
+    per_file: list[Pending] = []
     with _progress() as progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage2") as stage2_pool:
-        for audio, name, log_name in zip(audio_files, output_names(audio_files), log_names(audio_files), strict=True):
-            outcome = _transcribe_one(progress, stage1_args, audio, name, log_name, output_dir, stage_argv, extra_env, then_stage2)
-            per_file.append([outcome])
-            if then_stage2 and outcome.ok:
-                transcript = output_dir / f"{name}{TRANSCRIPT_SUFFIX}"
-                env = _merged(extra_env, args)
-                stage2 = partial(_align_diarize_one, progress, stage2_args, audio, transcript, output_dir, env, log_name=log_name)
-                per_file[-1].append(stage2_pool.submit(stage2) if jobs > 1 else stage2())
-    return [item.result() if isinstance(item, Future) else item for items in per_file for item in items]
+        try:
+            for audio, name, log_name in zip(audio_files, output_names(audio_files), log_names(audio_files), strict=True):
+                outcome = _transcribe_one(progress, stage1_args, audio, name, log_name, output_dir, stage_argv, extra_env, then_stage2)
+                per_file.append(outcome)
+                if then_stage2 and outcome.ok:
+                    transcript = output_dir / f"{name}{TRANSCRIPT_SUFFIX}"
+                    env = _merged(extra_env, args)
+                    stage2 = partial(_align_diarize_one, progress, stage2_args, audio, transcript, output_dir, env, log_name=log_name)
+                    per_file.append(stage2_pool.submit(stage2) if jobs > 1 else stage2())
+            return [item.result() if isinstance(item, Future) else item for item in per_file]
+        except KeyboardInterrupt as stop:
+            per_file += [stop.outcome] if isinstance(stop, StageInterrupted) else []  # the stage this thread followed
+            raise Interrupted(_stop_and_collect(stage2_pool, per_file)) from None
 
 
 def export_pyannote_vad(extra_env: dict[str, str] | None) -> None:
@@ -364,7 +395,13 @@ def align_diarize_all(args: argparse.Namespace) -> list[StageOutcome]:
     if jobs > 1:
         args = argparse.Namespace(**{**vars(args), "threads": max(1, (args.threads or runtime.performance_cores()) // jobs)})
     with _progress() as progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage2") as pool:
-        return list(pool.map(partial(_align_diarize_input, progress, args), inputs, log_names(inputs)))
+        futures = [
+            pool.submit(_align_diarize_input, progress, args, item, name) for item, name in zip(inputs, log_names(inputs), strict=True)
+        ]
+        try:
+            return [future.result() for future in futures]
+        except KeyboardInterrupt:
+            raise Interrupted(_stop_and_collect(pool, list(futures))) from None
 
 
 def _align_diarize_input(progress: Progress, args: argparse.Namespace, item: str, log_name: str) -> StageOutcome:
@@ -574,19 +611,59 @@ COMMANDS = {
 }
 
 
+@dataclass
+class ReceivedSignal:
+    signum: int = signal.SIGINT
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[ReceivedSignal]:
+    """SIGTERM (a kill, a closing session) takes Ctrl-C's path: stages stopped, summary printed, exit 128 + signal."""
+    received = ReceivedSignal()
+
+    def interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+        received.signum = signum
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (embedded use): signals are not ours to take
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def report_interrupted(outcomes: list[StageOutcome], signum: int) -> int:
+    report(outcomes)
+    console.print(
+        f"[red]interrupted[/] ({signal.Signals(signum).name}): the running stages were stopped; "
+        "rerun the same command to finish (finished stages are reused)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 128 + signum
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        check_usage(args)  # every combination refused before any stage starts
-        for warning in usage_warnings(args):
-            console.print(f"[yellow]warning[/]: {warning}", highlight=False, soft_wrap=True)
-        return int(COMMANDS[args.command](args))
-    except StageError as error:
-        console.print(f"[red]error[/]: {error.message}", highlight=False, soft_wrap=True)
-        return int(error.exit_code)
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/]")
-        return 130
+    with sigterm_as_interrupt() as received:
+        try:
+            check_usage(args)  # every combination refused before any stage starts
+            for warning in usage_warnings(args):
+                console.print(f"[yellow]warning[/]: {warning}", highlight=False, soft_wrap=True)
+            return int(COMMANDS[args.command](args))
+        except StageError as error:
+            console.print(f"[red]error[/]: {error.message}", highlight=False, soft_wrap=True)
+            return int(error.exit_code)
+        except Interrupted as interrupted:
+            return report_interrupted(interrupted.outcomes, received.signum)
+        except KeyboardInterrupt:  # outside a run of stages (setup, pack, between steps)
+            stop_running_stages()
+            console.print(f"[red]interrupted[/] ({signal.Signals(received.signum).name})", highlight=False)
+            return 128 + received.signum
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -20,6 +22,12 @@ from shared.provenance import recorded_settings
 from . import envs, runtime
 
 ERROR_MARKER = ": error: "
+STOP_GRACE_S = 5.0  # how long a stopped stage may take to exit on SIGTERM before SIGKILL
+
+# the stage processes running now, to stop them on Ctrl-C; and those stopped so, to report them as interrupted
+_running: dict[int, subprocess.Popen[str]] = {}
+_stopped: set[int] = set()
+_running_lock = threading.Lock()
 
 
 @dataclass
@@ -103,24 +111,87 @@ def run_stage(
             errors="replace",
             # the user's folder: relative paths on the command line mean what they typed (the stages are installed in the env)
             cwd=None,
+            # its own session: Ctrl-C (SIGINT to the terminal's process group) reaches the orchestrator only, which then
+            # stops its stages itself (stop_running_stages) instead of each printing a KeyboardInterrupt traceback
+            start_new_session=True,
         )
-        assert process.stdout is not None
-        for line in process.stdout:
-            event = parse(line)
-            if event is None:
-                log.write(line)
-                continue
-            if event.kind == "output":
-                outputs.append(Path(event.message))
-            if on_event:
-                on_event(event)
-        exit_code = process.wait()
+        with _registered(process):
+            try:
+                _read_events(process, log, outputs, on_event)
+                exit_code = process.wait()
+            except KeyboardInterrupt:  # Ctrl-C while this thread followed the stage: stop it and every other one
+                log.write("# interrupted: stopping the stages\n")
+                log.flush()
+                stop_running_stages()
+                interrupted, exit_code = True, process.wait()
+            else:
+                interrupted = False
         seconds = time.perf_counter() - started
         log.write(f"# exit status {exit_code} after {seconds:.1f} s\n")
     outcome = StageOutcome(stage, audio, exit_code, seconds, log_path, outputs)
-    if exit_code != ExitCode.OK:
+    if process.pid in _stopped:
+        outcome.exit_code, outcome.error = ExitCode.INTERRUPTED, "interrupted: stopped with the run"
+    elif exit_code != ExitCode.OK:
         outcome.exit_code, outcome.error = describe_failure(stage, exit_code, log_path)
+    if interrupted:
+        raise StageInterrupted(outcome)
     return outcome
+
+
+class StageInterrupted(KeyboardInterrupt):
+    """Ctrl-C while the calling thread followed a stage: the stages were stopped; carries that stage's outcome."""
+
+    def __init__(self, outcome: StageOutcome) -> None:
+        super().__init__()
+        self.outcome = outcome
+
+
+def _read_events(
+    process: subprocess.Popen[str], log: TextIO, outputs: list[Path], on_event: Callable[[ProgressEvent], None] | None
+) -> None:
+    """Progress events go to ON_EVENT (and outputs into OUTPUTS); anything else the stage prints, to its log."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        event = parse(line)
+        if event is None:
+            log.write(line)
+            continue
+        if event.kind == "output":
+            outputs.append(Path(event.message))
+        if on_event:
+            on_event(event)
+
+
+@contextlib.contextmanager
+def _registered(process: subprocess.Popen[str]) -> Iterator[None]:
+    with _running_lock:
+        _running[process.pid] = process
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _running.pop(process.pid, None)
+
+
+def stop_running_stages(grace_s: float = STOP_GRACE_S) -> None:
+    """Stop every stage process this orchestrator runs (Ctrl-C, SIGTERM): SIGTERM to each one's process group, which
+    the stages turn into a quiet exit, then SIGKILL for any still alive after GRACE_S."""
+    with _running_lock:
+        processes = list(_running.values())
+        _stopped.update(process.pid for process in processes)
+    for process in processes:
+        _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+
+
+def _signal_group(process: subprocess.Popen[str], signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)  # its own session: the group's id is its pid, and takes any child it started
 
 
 def describe_failure(stage: str, exit_code: int, log_path: Path) -> tuple[int, str]:

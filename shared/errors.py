@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     ENV_BROKEN = 6  # a stage environment is missing or broken: run `stagewhisper setup`
     OUTPUT_UNWRITABLE = 7  # output directory not writable or disk full
     STAGE_CRASHED = 8  # a stage process died (signal or unexpected exit)
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT; SIGTERM gives 143): the running stages were stopped
 
 
 class StageError(Exception):

@@ -5,10 +5,16 @@ Everything else a stage prints goes to stderr, which the orchestrator keeps in t
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
 from dataclasses import asdict, dataclass
-from typing import Literal, TextIO
+from types import FrameType
+from typing import Literal, NoReturn, TextIO
+
+from .errors import ExitCode
 
 EVENT_PREFIX = "@stagewhisper "
 
@@ -25,8 +31,30 @@ class ProgressEvent:
 
 def emit(event: ProgressEvent, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
-    stream.write(EVENT_PREFIX + json.dumps(asdict(event)) + "\n")
-    stream.flush()
+    try:
+        stream.write(EVENT_PREFIX + json.dumps(asdict(event)) + "\n")
+        stream.flush()
+    except BrokenPipeError:
+        orchestrator_gone()
+
+
+def orchestrator_gone() -> NoReturn:
+    """The orchestrator reading our progress was killed: stop now, with one line in the log instead of a traceback."""
+    with contextlib.suppress(OSError, ValueError):  # no second BrokenPipeError when Python flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    print("stagewhisper: stopped: the orchestrator reading this stage's progress has gone", file=sys.stderr)
+    raise SystemExit(ExitCode.INTERRUPTED)
+
+
+def stop_quietly_on_sigterm() -> None:
+    """SIGTERM (the orchestrator stopping its stages after Ctrl-C) ends the stage through SystemExit: temp files are
+    removed on the way out, and the log gets one line, not a traceback."""
+
+    def stop(signum: int, frame: FrameType | None) -> NoReturn:
+        print("stagewhisper: stopped by SIGTERM (the run was interrupted)", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def parse(line: str) -> ProgressEvent | None:

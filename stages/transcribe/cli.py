@@ -12,7 +12,7 @@ from shared.contract import DecodingOptions
 from shared.errors import ExitCode, StageError
 from shared.flags import THREADS_FLAG, TRANSCRIBE_FLAGS, VAD_FLAG_NAMES, WRITER_FLAGS, add_flags
 from shared.io import TRANSCRIPT_SUFFIX
-from shared.progress import ProgressEvent, emit
+from shared.progress import ProgressEvent, emit, stop_quietly_on_sigterm
 from shared.provenance import THREAD_ENV_VARS
 
 STAGE = "transcribe"
@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_quietly_on_sigterm()
     args = build_parser().parse_args(argv)
     apply_threads(args.threads)
     try:
