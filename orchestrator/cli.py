@@ -226,21 +226,21 @@ def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = 
         export_pyannote_vad(extra_env)
     jobs = max(1, getattr(args, "jobs", 1))
     stage1_args, stage2_args = split_threads(args, jobs)
-    per_file: list[Pending] = []
+    pending: list[Pending] = []
     with _progress() as progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage2") as stage2_pool:
         try:
             for audio, name, log_name in zip(audio_files, output_names(audio_files), log_names(audio_files), strict=True):
                 outcome = _transcribe_one(progress, stage1_args, audio, name, log_name, output_dir, stage_argv, extra_env, then_stage2)
-                per_file.append(outcome)
+                pending.append(outcome)
                 if then_stage2 and outcome.ok:
                     transcript = output_dir / f"{name}{TRANSCRIPT_SUFFIX}"
                     env = _merged(extra_env, args)
                     stage2 = partial(_align_diarize_one, progress, stage2_args, audio, transcript, output_dir, env, log_name=log_name)
-                    per_file.append(stage2_pool.submit(stage2) if jobs > 1 else stage2())
-            return [item.result() if isinstance(item, Future) else item for item in per_file]
+                    pending.append(stage2_pool.submit(stage2) if jobs > 1 else stage2())
+            return [item.result() if isinstance(item, Future) else item for item in pending]
         except KeyboardInterrupt as stop:
-            per_file += [stop.outcome] if isinstance(stop, StageInterrupted) else []  # the stage this thread followed
-            raise Interrupted(_stop_and_collect(stage2_pool, per_file)) from None
+            pending += [stop.outcome] if isinstance(stop, StageInterrupted) else []  # the stage this thread followed
+            raise Interrupted(_stop_and_collect(stage2_pool, pending)) from None
 
 
 def export_pyannote_vad(extra_env: dict[str, str] | None) -> None:
@@ -323,9 +323,8 @@ def _align_diarize_one(
         params = workdir.params_sha256("align_diarize", to_argv(args, ALIGN_FLAGS + DIARIZE_FLAGS), args.align_model)
         key = workdir.ArtifactKey("align_diarize", transcript_sha256, params)
         kept = None if args.force else workdir.load_artifact(output_dir, key)
-        current_audio = _transcript_audio(transcript) if isinstance(kept, Result) else None
-        if isinstance(kept, Result) and current_audio:
-            kept = kept.model_copy(update={"audio": current_audio})  # the key leaves out the audio's paths: take today's
+        if isinstance(kept, Result) and (audio_now := _transcript_audio(transcript)):
+            kept = kept.model_copy(update={"audio": audio_now})  # the key leaves out the audio's paths: take today's
             formats = result_formats(args.output_format, args.diarize)
             json_path = output_dir / f"{name}.json"
             return _reuse(progress, "align_diarize", label, log_name, kept, output_dir, name, formats, json_path, key, args)
@@ -396,7 +395,8 @@ def align_diarize_all(args: argparse.Namespace) -> list[StageOutcome]:
         args = argparse.Namespace(**{**vars(args), "threads": max(1, (args.threads or runtime.performance_cores()) // jobs)})
     with _progress() as progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage2") as pool:
         futures = [
-            pool.submit(_align_diarize_input, progress, args, item, name) for item, name in zip(inputs, log_names(inputs), strict=True)
+            pool.submit(_align_diarize_input, progress, args, item, log_name)
+            for item, log_name in zip(inputs, log_names(inputs), strict=True)
         ]
         try:
             return [future.result() for future in futures]
