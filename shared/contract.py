@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # 1.1: alignment scores, char alignments, speaker turns, stage-2 model records; 1.2: batched decoding, VAD, language votes;
 # 1.3: audio.resolved_path
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 SCHEMA_MAJOR = SCHEMA_VERSION.split(".")[0]
 
 # Whisper rounds times to 10 ms; allow that much slack before calling times inconsistent.
@@ -225,6 +225,9 @@ class DiarizationInfo(_Model):
     num_speakers: int | None = None
     min_speakers: int | None = None
     max_speakers: int | None = None
+    speed: Literal["exact", "fast", "stock"] = Field(
+        "stock", description="exact: stock's output, less work; fast: sparser windows; stock: pyannote's own code path"
+    )
     device: Literal["cpu"] = "cpu"
 
 

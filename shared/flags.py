@@ -217,6 +217,14 @@ DIARIZE_FLAGS = (
             "help": "pyannote pipeline: HF id (gated: needs --hf_token), config.yaml, or bundled (offline)",
         },
     ),
+    Flag(
+        "--diarize_speed",
+        {
+            "default": "exact",
+            "choices": ["exact", "fast"],
+            "help": "exact: stock pyannote's speakers with a fraction of its work; fast: windows 3x further apart (see README)",
+        },
+    ),
     Flag("--num_speakers", {"type": int_at_least(1), "default": None, "help": "exact number of speakers, when known"}),
     Flag("--min_speakers", {"type": int_at_least(1), "default": None}),
     Flag("--max_speakers", {"type": int_at_least(1), "default": None}),

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> Path:
             min_speakers=args.min_speakers,
             max_speakers=args.max_speakers,
             speaker_embeddings=args.speaker_embeddings,
+            speed=args.diarize_speed,
         )
         if args.diarize
         else None

@@ -5,18 +5,25 @@ architectures locally: segmentation-3.0's PyanNet (SincNet, 4 BiLSTM, powerset o
 and WeSpeaker ResNet34, saved as pyannote checkpoints, plus 3.1's config.yaml naming them. The compute is
 3.1's; the speakers it finds are arbitrary but deterministic for a seed.
 
-usage: python random_pyannote31.py OUT_DIR [--seed N]   → OUT_DIR/config.yaml
+usage: python random_pyannote31.py OUT_DIR [--seed N] [--real-segmentation]   → OUT_DIR/config.yaml
+
+--real-segmentation: whisperx's real segmentation model (pyannote/segmentation v2, 5 s windows) instead of a
+random segmentation-3.0: random segmentation weights call every frame speech, so turns then only test plumbing;
+with real speech activity, the random ResNet34's embeddings decide real clustering choices.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 from pyannote.audio.core.task import Problem, Resolution, Specifications
 from pyannote.audio.models.embedding import WeSpeakerResNet34
 from pyannote.audio.models.segmentation import PyanNet
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 CONFIG = """\
 version: 3.1.0
@@ -35,7 +42,7 @@ params:
     min_cluster_size: 12
     threshold: 0.7045654963945799
   segmentation:
-    min_duration_off: 0.0
+    min_duration_off: 0.0{threshold}
 """
 
 
@@ -77,15 +84,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--real-segmentation", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     segmentation = args.out / "segmentation-3.0.ckpt"
+    if args.real_segmentation:
+        from stages.align_diarize.diarization.bundled import whisperx_segmentation_path
+
+        segmentation = whisperx_segmentation_path()
     # PretrainedSpeakerEmbedding takes pyannote's loader only for a path containing "pyannote"
     embedding = args.out / "pyannote-wespeaker-resnet34.ckpt"
-    save_checkpoint(segmentation_model(), segmentation)
+    if not args.real_segmentation:
+        save_checkpoint(segmentation_model(), segmentation)
     save_checkpoint(embedding_model(), embedding)
-    (args.out / "config.yaml").write_text(CONFIG.format(segmentation=segmentation, embedding=embedding))
+    threshold = "\n    threshold: 0.5" if args.real_segmentation else ""  # a multi-label (not powerset) model has one
+    (args.out / "config.yaml").write_text(CONFIG.format(segmentation=segmentation, embedding=embedding, threshold=threshold))
     print(args.out / "config.yaml")
 
 

@@ -90,20 +90,32 @@ class GE2EEmbedding(Model):
         batch, _, num_samples = waveforms.shape
         if num_samples < self.min_num_samples:
             raise ValueError(f"GE2E needs at least {self.min_num_samples} samples, got {num_samples}")
-        embeddings = torch.full((batch, EMBEDDING_DIM), float("nan"), device=waveforms.device)
         active = active_frames(weights, batch, 1 + num_samples // HOP_LENGTH, waveforms.device)
+        return self.embed_masked(waveforms[:, 0], active, torch.arange(batch, device=waveforms.device))
+
+    def forward_speakers(self, waveforms: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """(C, 1, N) chunks and (C, S, F) masks → (C, S, 256): each chunk's mel once for all its speakers."""
+        chunks, speakers, frames = weights.shape
+        active = active_frames(weights.reshape(chunks * speakers, frames), chunks * speakers, 1 + waveforms.shape[2] // HOP_LENGTH, waveforms.device)
+        owners = torch.arange(chunks, device=waveforms.device).repeat_interleave(speakers)
+        return self.embed_masked(waveforms[:, 0], active, owners).reshape(chunks, speakers, EMBEDDING_DIM)
+
+    def embed_masked(self, audio: torch.Tensor, active: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+        """(P, 256): item p embeds the frames `active[p]` of the waveform `audio[owners[p]]` ((C, N) audio, (P, T) masks)."""
+        embeddings = torch.full((active.shape[0], EMBEDDING_DIM), float("nan"), device=audio.device)
         candidates = (active.sum(dim=1) >= self.min_speech_frames).nonzero()[:, 0]
         if candidates.numel() == 0:
             return embeddings  # inactive speakers (or too little speech): no mel, no LSTM
-        mels = self.mel_frames(waveforms[candidates])
+        chunks, chunk_of = torch.unique(owners[candidates], return_inverse=True)
+        mels = self.mel_frames(audio[chunks][:, None])[chunk_of]
         speech = active[candidates] & ~pauses(mels, active[candidates])
         keep = speech.sum(dim=1) >= self.min_speech_frames
         if not keep.any():
             return embeddings
         items, mels, speech = candidates[keep], mels[keep], speech[keep]
-        mels = mels * volume_gain(waveforms[items, 0], speech)[:, None, None]
-        windows, owners = partial_windows(mels, speech)
-        sums = torch.zeros(items.numel(), EMBEDDING_DIM, device=mels.device).index_add_(0, owners, self.embed_partials(windows))
+        mels = mels * volume_gain(audio[owners[items]], speech)[:, None, None]
+        windows, partial_owners = partial_windows(mels, speech)
+        sums = torch.zeros(items.numel(), EMBEDDING_DIM, device=mels.device).index_add_(0, partial_owners, self.embed_partials(windows))
         # an all-zero ReLU output has no direction: NaN, not a zero vector that breaks cosine distances
         embeddings[items] = torch.where(sums.norm(dim=1, keepdim=True) > 0, F.normalize(sums, dim=1), float("nan"))
         return embeddings

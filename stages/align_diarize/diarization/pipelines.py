@@ -23,6 +23,7 @@ from stages.common.cache import memoized_sha256
 
 from .bundled import BUNDLED_PIPELINE, bundled_assets, load_bundled_pipeline
 from .checkpoints import pyannote_checkpoints_allowed
+from .engine import DiarizeSpeed, EngineSpeakerDiarization
 
 DEFAULT_PIPELINE = "pyannote/speaker-diarization-3.1"
 WAYS_OUT = "run once online with --hf_token (after accepting the model's terms on huggingface.co), or use --diarize_model bundled"
@@ -37,6 +38,7 @@ class DiarizeOptions:
     min_speakers: int | None = None
     max_speakers: int | None = None
     speaker_embeddings: bool = False
+    speed: DiarizeSpeed = "exact"
 
     def __post_init__(self) -> None:
         for name in ("num_speakers", "min_speakers", "max_speakers"):
@@ -65,6 +67,7 @@ def load_pipeline(options: DiarizeOptions) -> tuple[Any, DiarizationInfo]:
         source = "bundled"
     else:
         pipeline, weights, source = _load_pretrained(options)
+    engine = EngineSpeakerDiarization.from_pipeline(pipeline, options.speed)
     info = DiarizationInfo(
         pipeline=options.pipeline,
         source=source,  # type: ignore[arg-type]
@@ -72,8 +75,9 @@ def load_pipeline(options: DiarizeOptions) -> tuple[Any, DiarizationInfo]:
         num_speakers=options.num_speakers,
         min_speakers=options.min_speakers,
         max_speakers=options.max_speakers,
+        speed=options.speed if engine is not pipeline else "stock",
     )
-    return pipeline.to(torch.device("cpu")), info
+    return engine.to(torch.device("cpu")), info
 
 
 def _load_pretrained(options: DiarizeOptions) -> tuple[Any, list[WeightsFile], str]:
@@ -136,11 +140,19 @@ def _relabelled_turns(annotation: Any, duration: float) -> tuple[list[SpeakerTur
 
 
 def _pyannote_hook(on_progress: ProgressHook | None) -> Callable[..., None] | None:
+    """pyannote's step hook as (step, fraction) progress; clustering, which reports nothing itself, runs between
+    the end of the embeddings and the discrete diarization."""
     if on_progress is None:
         return None
 
     def hook(step_name: str, step_artifact: Any, file: Any = None, total: int | None = None, completed: int | None = None) -> None:
-        on_progress(step_name, (completed or 0) / total if total else 1.0)
+        if step_name == "embeddings" and total is None:  # the whole embeddings array: clustering starts
+            on_progress("embeddings", 1.0)
+            on_progress("clustering", 0.0)
+        elif step_name == "discrete_diarization":
+            on_progress("clustering", 1.0)
+        else:
+            on_progress(step_name, (completed or 0) / total if total else 1.0)
 
     return hook
 

@@ -1,0 +1,70 @@
+"""Diarize one audio file with stock pyannote and with our engine, interleaved, and print JSON (run inside envs/align_diarize).
+
+usage: python diarize_compare.py PIPELINE AUDIO.wav [--repeat N] [--runs R] [--variants stock,exact,fast] [--threads T]
+PIPELINE: a pyannote config.yaml (e.g. random_pyannote31.py's) or "bundled".
+Prints {"audio_s", "runs": [{"variant", "seconds", "turns": [[start, end, speaker], ...]}]}: turns are stock's
+Annotation tracks, speaker labels as pyannote names them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from stages.align_diarize.diarization.checkpoints import pyannote_checkpoints_allowed  # noqa: E402
+from stages.align_diarize.diarization.engine import EngineSpeakerDiarization  # noqa: E402
+
+
+def load_stock(pipeline: str):  # type: ignore[no-untyped-def]
+    if pipeline == "bundled":
+        from stages.align_diarize.diarization.bundled import load_bundled_pipeline
+
+        return load_bundled_pipeline()
+    from pyannote.audio import Pipeline
+
+    with pyannote_checkpoints_allowed():
+        return Pipeline.from_pretrained(pipeline)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("pipeline")
+    parser.add_argument("audio", type=Path)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--variants", default="stock,exact")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    samples, rate = sf.read(args.audio, dtype="float32")
+    samples = np.tile(samples, args.repeat)
+    with contextlib.redirect_stdout(sys.stderr):  # Lightning prints checkpoint upgrades on stdout
+        stock = load_stock(args.pipeline)
+    pipelines = {"stock": stock, "exact": EngineSpeakerDiarization.from_pipeline(stock, "exact")}
+    if "fast" in args.variants:
+        pipelines["fast"] = EngineSpeakerDiarization.from_pipeline(stock, "fast")
+    runs = []
+    for _ in range(args.runs):
+        for variant in args.variants.split(","):
+            started = time.perf_counter()
+            with torch.inference_mode():
+                annotation = pipelines[variant]({"waveform": torch.from_numpy(samples)[None], "sample_rate": rate})
+            seconds = time.perf_counter() - started
+            turns = [[round(s.start, 4), round(s.end, 4), label] for s, _, label in annotation.itertracks(yield_label=True)]
+            runs.append({"variant": variant, "seconds": seconds, "turns": turns})
+            print(f"{variant}: {seconds:.1f} s, {len(turns)} turns", file=sys.stderr)
+    print(json.dumps({"audio_s": len(samples) / rate, "runs": runs}))
+
+
+if __name__ == "__main__":
+    main()
