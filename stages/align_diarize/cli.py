@@ -48,7 +48,7 @@ def output_stem(transcript_path: Path) -> str:
 def run(args: argparse.Namespace) -> Path:
     from shared.writers import WriterOptions, result_formats, write_outputs
 
-    from .diarization.pipelines import DiarizeOptions
+    from .diarization.options import DiarizeOptions
     from .pipeline import Stage2Options, align_and_diarize, find_audio
 
     formats = result_formats(args.output_format, args.diarize)  # fail on a bad format before any work

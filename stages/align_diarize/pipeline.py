@@ -13,7 +13,7 @@ from shared.provenance import build_provenance, utc_now
 from stages.common.audio import DecodedAudio, check_readable, decode_audio
 
 from .alignment.align import InterpolateMethod
-from .diarization.pipelines import DiarizeOptions
+from .diarization.options import DiarizeOptions
 from .speakers import assign_speakers, speaker_summaries
 
 PROVENANCE_PACKAGES = ["numpy", "torch", "torchaudio", "whisperx", "pyannote.audio", "transformers", "resemblyzer", "av", "pydantic"]
@@ -73,8 +73,10 @@ def align_and_diarize(
         segments, alignment_info = _align(transcript.language, segments, audio, options, timings, report)
     diarization = None
     if options.diarize is not None:
+        step = time.perf_counter()
         from .diarization.pipelines import diarize, load_pipeline
 
+        timings["import_diarization"] = time.perf_counter() - step
         step = time.perf_counter()
         pipeline, info = load_pipeline(options.diarize)
         timings["load_diarization_pipeline"] = time.perf_counter() - step
@@ -103,8 +105,11 @@ def _align(
     language: str, segments: list[Segment], audio: DecodedAudio, options: Stage2Options, timings: dict[str, float], report: ProgressReport
 ) -> tuple[list[Segment], AlignmentInfo]:
     from .alignment.align import align_segments
-    from .alignment.model import load_align_model
+    from .alignment.model import load_align_model, whisperx_alignment
 
+    step = time.perf_counter()
+    whisperx_alignment()  # torchaudio, transformers' wav2vec2, whisperx's CTC code
+    timings["import_alignment"] = time.perf_counter() - step
     step = time.perf_counter()
     model = load_align_model(language, options.align_model, options.model_dir, options.align_device)
     timings["load_align_model"] = time.perf_counter() - step

@@ -19,7 +19,7 @@ import torch
 from shared.contract import CharAlignment, Segment, Word
 from stages.common.audio import SAMPLE_RATE
 
-from .model import AlignModel
+from .model import AlignModel, whisperx_alignment
 
 InterpolateMethod = Literal["nearest", "linear", "ignore"]
 LANGUAGES_WITHOUT_SPACES = frozenset({"ja", "zh"})  # whisperx's: one "word" per character
@@ -77,7 +77,8 @@ def _known_chars(word: str, dictionary: dict[str, int]) -> list[tuple[int, int]]
 
 def _align_words(words: list[_Word], segment: Segment, waveform: torch.Tensor, model: AlignModel) -> bool:
     """Set the times of words with known characters; False if the segment cannot be aligned at all."""
-    from whisperx.alignment import backtrack, get_trellis, merge_repeats
+    alignment = whisperx_alignment()
+    backtrack, get_trellis, merge_repeats = alignment.backtrack, alignment.get_trellis, alignment.merge_repeats
 
     tokens, owners = _transcript_tokens(words, model)
     first, last = int(segment.start * SAMPLE_RATE), int(segment.end * SAMPLE_RATE)

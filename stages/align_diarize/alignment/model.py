@@ -8,10 +8,13 @@ model is neither cached nor downloadable, and the hash of the weights that ran.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 import torch
@@ -37,10 +40,27 @@ class AlignModel:
     device: str
 
 
-def default_model_name(language: str) -> str:
-    from whisperx.alignment import DEFAULT_ALIGN_MODELS_HF, DEFAULT_ALIGN_MODELS_TORCH
+def whisperx_alignment() -> ModuleType:
+    """`whisperx.alignment` without running `whisperx/__init__.py`.
 
-    name = DEFAULT_ALIGN_MODELS_TORCH.get(language) or DEFAULT_ALIGN_MODELS_HF.get(language)
+    Why: that __init__ imports whisperx's whole pipeline (faster-whisper, ctranslate2, pyannote, lightning: ~4 s) for
+    names we never use; alignment.py needs only its siblings audio/utils/types. An empty package module stands in
+    for `whisperx`, its submodules load from the real folder. Left alone if whisperx is already imported.
+    """
+    if "whisperx" not in sys.modules:
+        spec = importlib.util.find_spec("whisperx")
+        if spec is None or not spec.submodule_search_locations:
+            raise StageError(ExitCode.ENV_BROKEN, "whisperx is not installed in the align_diarize environment: run `stagewhisper setup`")
+        package = ModuleType("whisperx")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        sys.modules["whisperx"] = package
+    return importlib.import_module("whisperx.alignment")
+
+
+def default_model_name(language: str) -> str:
+    alignment = whisperx_alignment()
+    name = alignment.DEFAULT_ALIGN_MODELS_TORCH.get(language) or alignment.DEFAULT_ALIGN_MODELS_HF.get(language)
     if name is None:
         raise StageError(ExitCode.MODEL_UNAVAILABLE, f"no default alignment model for language {language!r}; {WAYS_OUT}")
     return name
@@ -48,7 +68,6 @@ def default_model_name(language: str) -> str:
 
 def load_align_model(language: str, name: str | None = None, model_dir: str | None = None, device: str = "cpu") -> AlignModel:
     import torchaudio
-    import whisperx.alignment
 
     name = name or default_model_name(language)
     source = _source_of(name, torchaudio.pipelines.__all__)
@@ -60,7 +79,7 @@ def load_align_model(language: str, name: str | None = None, model_dir: str | No
             )
     try:
         with contextlib.redirect_stdout(sys.stderr):  # whisperx and torch.hub print; stdout carries progress events
-            network, metadata = whisperx.alignment.load_align_model(language, device, model_name=name, model_dir=model_dir)
+            network, metadata = whisperx_alignment().load_align_model(language, device, model_name=name, model_dir=model_dir)
     except (OSError, ValueError, RuntimeError) as error:
         raise StageError(ExitCode.MODEL_UNAVAILABLE, f"alignment model {name} could not be loaded ({_reason(error)}); {WAYS_OUT}") from None
     weights = _weights(name, source, model_dir)

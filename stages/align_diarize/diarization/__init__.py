@@ -1,2 +1,3 @@
 """Who spoke when: pipeline loading and running (`pipelines.py`), the bundled offline pipeline (`bundled.py`, `ge2e.py`),
-our engine over pyannote's SpeakerDiarization (`engine.py`, `embeddings.py`, `clustering.py`), checkpoint loading (`checkpoints.py`)."""
+our engine over pyannote's SpeakerDiarization (`engine.py`, `embeddings.py`, `clustering.py`), the options (`options.py`),
+checkpoint loading (`checkpoints.py`)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,9 +23,8 @@ from pyannote.core import SlidingWindowFeature
 
 from .clustering import BoundedAgglomerativeClustering
 from .embeddings import ChunkEmbedder, chunk_embedder
+from .options import DiarizeSpeed
 
-DiarizeSpeed = Literal["exact", "fast"]
-SPEEDS: tuple[DiarizeSpeed, ...] = ("exact", "fast")
 FAST_STEP_FRACTION = 0.3  # of the segmentation window (3.1: 3 s between 10 s windows instead of 1 s)
 
 
