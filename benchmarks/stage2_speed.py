@@ -8,6 +8,8 @@ Audio: pyannote's two-speaker sample call repeated (its RTTM shifted per copy is
 - diarize: in one stage-2 process per pipeline, stock pyannote vs our engine exact vs fast, interleaved, for
   pyannote 3.1's architecture (segmentation-3.0 + WeSpeaker ResNet34 with random weights: the hub's model is gated)
   and `bundled` (real weights); x-realtime, turns equal to stock, DER of fast against exact and the reference.
+  `bundled` runs twice: on the repeated call, and on a new conversation assembled from it (its single-speaker
+  stretches in a shuffled order with pauses between, as long as the repeated call: other turns, exact truth).
 - align: stock `whisperx.align` vs ours, interleaved, with a random-init CTC model of wav2vec2-base's shapes.
 - stage: the stage process as users run it (orchestrator's runner): x-realtime of the whole process and peak RSS.
 - start: the stage process on a 2 s clip (imports, model loading, writing): what every file pays.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -76,6 +79,48 @@ def same_turns(stock: list, ours: list, frame: float = 0.017) -> bool:
     return len(stock) == len(ours) and all(
         a[2] == b[2] and abs(a[0] - b[0]) <= frame and abs(a[1] - b[1]) <= frame for a, b in zip(stock, ours, strict=True)
     )
+
+
+def single_speaker_stretches(rttm: Path, min_seconds: float = 0.5) -> list[tuple[float, float, str]]:
+    """(start, end, speaker) of the reference where exactly one speaker talks."""
+    turns = [(float(f[3]), float(f[3]) + float(f[4]), f[7]) for f in (line.split() for line in rttm.read_text().splitlines())]
+    bounds = sorted({t for start, end, _ in turns for t in (start, end)})
+    stretches: list[tuple[float, float, str]] = []
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        talking = {who for a, b, who in turns if a <= start and end <= b}
+        if len(talking) == 1:
+            who = talking.pop()
+            if stretches and stretches[-1][2] == who and abs(stretches[-1][1] - start) < 1e-9:
+                stretches[-1] = (stretches[-1][0], end, who)
+            else:
+                stretches.append((start, end, who))
+    return [stretch for stretch in stretches if stretch[1] - stretch[0] >= min_seconds]
+
+
+def assembled_call(source: Path, rttm: Path, seconds: float, target: Path, seed: int = 0) -> Path:
+    """A conversation of `seconds` made of the call's single-speaker stretches, shuffled, 0.2-1.2 s of silence between
+    them; writes `target` and its RTTM beside it, which is returned."""
+    rng = random.Random(seed)
+    stretches = single_speaker_stretches(rttm)
+    with wave.open(str(source), "rb") as reader:
+        params, rate = reader.getparams(), reader.getframerate()
+        pcm = reader.readframes(reader.getnframes())
+    width = params.sampwidth
+    pieces, lines, cursor = [], [], 0.0
+    while cursor < seconds:
+        start, end, who = rng.choice(stretches)
+        gap = round(rng.uniform(0.2, 1.2), 3)
+        pieces.append(b"\0" * (int(gap * rate) * width) + pcm[int(start * rate) * width : int(end * rate) * width])
+        cursor += int(gap * rate) / rate
+        length = int(end * rate) / rate - int(start * rate) / rate
+        lines.append(f"SPEAKER {target.stem} 1 {cursor:.3f} {length:.3f} <NA> <NA> {who} <NA> <NA>")
+        cursor += length
+    with wave.open(str(target), "wb") as writer:
+        writer.setparams(params)
+        writer.writeframes(b"".join(pieces))
+    reference = target.with_suffix(".rttm")
+    reference.write_text("\n".join(lines) + "\n")
+    return reference
 
 
 def align_part(transcript: Path, audio: Path, ctc: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -315,15 +360,20 @@ def main() -> int:
 
 
 def diarize_part(audio: Path, reference: Path, pipelines: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
-    """diarize_part on the repeated file: the one-copy sample is tiled in the env script (`--repeat`), which shifts
-    the reference per copy."""
+    """Each pipeline on the repeated call (the one-copy sample tiled in the env script, which shifts the reference per
+    copy) and `bundled` also on an assembled conversation of the same length."""
     one = audio.with_name("one-copy.wav")
     concatenate(assets.sample_audio(), 1, one)
+    assembled = audio.with_name("assembled.wav")
+    assembled_rttm = assembled_call(assets.sample_audio(), reference, 30.0 * args.repeat, assembled)
+    cases = [(name, pipeline, one, reference, args.repeat) for name, pipeline in pipelines.items()]
+    if "bundled" in pipelines:
+        cases.append(("bundled, assembled conversation", "bundled", assembled, assembled_rttm, 1))
     results = {}
-    for name, pipeline in pipelines.items():
+    for name, pipeline, wav, rttm, repeat in cases:
         console.print(f"diarize: {name} ...", highlight=False)
-        flags = ["--variants", "stock,exact,fast", "--runs", str(args.runs), "--reference", str(reference), "--repeat", str(args.repeat)]
-        data = env_script("diarize_compare.py", pipeline, str(one), *flags, "--stock-runs", str(args.stock_runs), threads=args.threads)
+        flags = ["--variants", "stock,exact,fast", "--runs", str(args.runs), "--reference", str(rttm), "--repeat", str(repeat)]
+        data = env_script("diarize_compare.py", pipeline, str(wav), *flags, "--stock-runs", str(args.stock_runs), threads=args.threads)
         first = {run["variant"]: run["turns"] for run in reversed(data["runs"])}
         results[name] = {
             "audio_s": data["audio_s"],
