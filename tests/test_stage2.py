@@ -113,6 +113,7 @@ def test_every_word_has_a_speaker_and_outputs_are_written(aligned: Run) -> None:
     for speaker in result.speakers:  # --speaker_embeddings: each speaker's centroid, GE2E's 256 dimensions
         assert speaker.embedding is not None and len(speaker.embedding) == 256
     assert result.diarization is not None and result.diarization.source == "bundled" and len(result.diarization.weights) == 2
+    assert result.diarization.speed == "exact"  # the default: our engine, stock's output
     assert [p.stage for p in result.provenance] == ["transcribe", "align_diarize"]
     assert result.provenance[1].packages["numpy"].startswith("1.") and "align" in result.provenance[1].timings
     names = sorted(path.name for path in aligned.output_dir.iterdir() if path.is_file())
@@ -224,3 +225,44 @@ def _exit_status(log: Path) -> int:
     last = log.read_text().splitlines()[-1]
     assert last.startswith("# exit status "), last
     return int(last.split()[3])
+
+
+def test_fast_diarization_reports_its_steps_and_keeps_the_speakers(
+    tmp_path: Path, transcript_path: Path, align_python: Path, sample_rttm: Path
+) -> None:
+    """--diarize_speed fast, run as the orchestrator runs the stage: progress through segmentation, embeddings and
+    clustering on stdout, the speed in the result, and the sample's two speakers found (DER as exact's bound)."""
+    from orchestrator import runtime
+
+    done = subprocess.run(
+        [str(align_python), "-P", "-m", "stages.align_diarize", str(transcript_path), "--no_align", "--diarize",
+         "--diarize_model", "bundled", "--diarize_speed", "fast", "--output_dir", str(tmp_path)],
+        capture_output=True, text=True, env={**runtime.stage_environment("align_diarize"), "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = [json.loads(line.removeprefix("@stagewhisper ")) for line in done.stdout.splitlines() if line.startswith("@stagewhisper ")]
+    steps = [event["message"] for event in events if event["kind"] == "progress"]
+    for step in ("diarize: segmentation", "diarize: embeddings", "diarize: clustering"):
+        assert step in steps, steps
+    assert steps.index("diarize: segmentation") < steps.index("diarize: embeddings") < steps.index("diarize: clustering")
+    result = load_document(tmp_path / "call.json", Result)
+    assert result.diarization is not None and result.diarization.speed == "fast"
+    assert {"import_diarization", "load_diarization_pipeline", "diarize"} <= set(result.provenance[1].timings)
+    report = subprocess.run(
+        [str(align_python), str(ENV_SCRIPTS / "der.py"), str(sample_rttm), str(tmp_path / "call.rttm")], capture_output=True, text=True, check=True
+    )
+    assert json.loads(report.stdout)["der"] <= 0.12 and len(result.speakers) == 2
+
+
+def test_alignment_imports_neither_pyannote_nor_whisperx_pipeline(align_python: Path) -> None:
+    """What a run without --diarize imports: whisperx's CTC code without whisperx/__init__ (faster-whisper,
+    ctranslate2, pyannote, lightning: seconds per process), and no pyannote at all."""
+    probe = (
+        "import json, sys; import stages.align_diarize.cli, stages.align_diarize.pipeline;"
+        "from stages.align_diarize.alignment.model import whisperx_alignment; a = whisperx_alignment();"
+        "print(json.dumps({'ctc': all(hasattr(a, n) for n in ('get_trellis', 'backtrack', 'load_align_model')),"
+        "'loaded': sorted(m for m in ('pyannote.audio', 'faster_whisper', 'ctranslate2', 'pytorch_lightning') if m in sys.modules)}))"
+    )
+    done = subprocess.run([str(align_python), "-P", "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"ctc": True, "loaded": []}
