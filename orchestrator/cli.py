@@ -346,8 +346,8 @@ def _transcript_audio(transcript_path: Path) -> AudioInfo | None:
 
 
 def _found_audio(transcript_path: Path) -> str | None:
-    """Where the transcript's audio is now, absolute: its resolved path first, since stage 1 may have run in another
-    folder than this one. None leaves the search, and its error, to stage 2."""
+    """Where the transcript's audio is now, absolute (shared.io.recorded_audio: stage 1 may have run in another folder
+    than this one). None leaves the search, and its error, to stage 2."""
     audio = _transcript_audio(transcript_path)
     found = recorded_audio(audio, transcript_path) if audio else None
     return str(found.absolute()) if found else None

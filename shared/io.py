@@ -76,11 +76,12 @@ def _printable(text: str) -> str:
 
 
 def recorded_audio(audio: AudioInfo, transcript_path: Path) -> Path | None:
-    """The audio a transcript was made from, where it can be found: the absolute path stage 1 read (any working
-    folder), else the path as typed (from this folder, then from the transcript's), else beside the transcript."""
+    """The audio a transcript was made from, where it can be found: the path as typed (from this folder), else the
+    absolute path stage 1 read (run from another folder), else the typed path from the transcript's folder, else
+    beside the transcript (moved folders). The typed path comes first: it is the one a user sees and may edit."""
     typed = Path(audio.path)
-    candidates = [Path(audio.resolved_path)] if audio.resolved_path else []
-    candidates += [typed, transcript_path.parent / typed, transcript_path.parent / typed.name]
+    resolved = [Path(audio.resolved_path)] if audio.resolved_path else []
+    candidates = [typed, *resolved, transcript_path.parent / typed, transcript_path.parent / typed.name]
     return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 

@@ -172,17 +172,13 @@ def test_bad_inputs_fail_alone_with_one_line_each(tmp_path: Path, transcript_pat
     (cases / "old.transcript.json").write_text(json.dumps({**old, "schema_version": "0.9"}))
     edited_audio = cases / "edited.wav"
     edited_audio.write_bytes(audio.read_bytes() + b"\0\0")
-    write_document(
-        cases / "edited.transcript.json",
-        transcript.model_copy(update={"audio": transcript.audio.model_copy(update={"path": str(edited_audio)})}),
-    )
-    write_document(
-        cases / "gone.transcript.json",
-        transcript.model_copy(update={"audio": transcript.audio.model_copy(update={"path": "/nowhere/gone.wav"})}),
-    )
-    write_document(
-        cases / "good.transcript.json", transcript.model_copy(update={"audio": transcript.audio.model_copy(update={"path": str(audio)})})
-    )
+
+    def placed(path: str) -> Transcript:  # as stage 1 records it: the path as typed and resolved
+        return transcript.model_copy(update={"audio": transcript.audio.model_copy(update={"path": path, "resolved_path": path})})
+
+    write_document(cases / "edited.transcript.json", placed(str(edited_audio)))
+    write_document(cases / "gone.transcript.json", placed("/nowhere/gone.wav"))
+    write_document(cases / "good.transcript.json", placed(str(audio)))
     names = ["old", "edited", "gone", "good"]
     result = stagewhisper(
         "align-diarize", *(cases / f"{name}.transcript.json" for name in names), "--output_dir", tmp_path / "out",
