@@ -17,7 +17,7 @@ from shared.writers import expand_formats
 
 # mlx_whisper's sequential decoding is the only backend with these; "off" values
 SEQUENTIAL_ONLY = {"condition_on_previous_text": False, "hallucination_silence_threshold": None}
-DIARIZE_ONLY = ("num_speakers", "min_speakers", "max_speakers", "speaker_embeddings", "diarize_model")
+DIARIZE_ONLY = ("num_speakers", "min_speakers", "max_speakers", "speaker_embeddings", "diarize_model", "diarize_speed")
 ALIGN_ONLY = ("align_model", "interpolate_method", "return_char_alignments", "align_device")
 VAD_ONLY = ("vad_method", "vad_onset", "vad_offset", "chunk_size")
 # `.en` as a name part: bundled-tiny.en, whisper-tiny.en-mlx, faster-whisper-base.en

@@ -105,6 +105,7 @@ def test_align_diarize_flags_are_checked_before_any_stage(no_stage: None, tmp_pa
     [
         (["run", "--num_speakers", "2"], "--num_speakers has no effect without --diarize"),
         (["run", "--min_speakers", "2", "--speaker_embeddings"], "--min_speakers, --speaker_embeddings have no effect without --diarize"),
+        (["align-diarize", "--diarize_speed", "fast"], "--diarize_speed has no effect without --diarize"),
         (["transcribe", "--highlight_words", "True"], "--highlight_words has no effect without word times"),
         (["run", "--no_align", "--highlight_words", "True"], "--highlight_words has no effect without word times"),
         (["run", "--max_line_count", "2"], "--max_line_count has no effect without --max_line_width"),
