@@ -195,7 +195,7 @@ def start_part(work: Path, ctc: Path, args: argparse.Namespace) -> dict[str, Any
     modes = {"align only": ["--align_model", str(ctc)], "diarize only (bundled)": ["--no_align", "--diarize", "--diarize_model", "bundled"]}
     modes["align + diarize"] = modes["align only"] + modes["diarize only (bundled)"][1:]
     runs = []
-    for run in range(args.runs):
+    for _ in range(args.runs):
         for mode, flags in modes.items():
             runs.append({"variant": mode, **stage_run(transcript, flags, work / "start" / f"{len(runs)}", args.threads)})
     return {
@@ -228,7 +228,9 @@ def repeated_transcript(one: Path, times: int, period: float, audio: Path, targe
         for segment in transcript.segments:
             shift = copy * period
             words = [w.model_copy(update={"start": w.start + shift, "end": w.end + shift}) for w in segment.words or []] or None
-            segments.append(segment.model_copy(update={"id": len(segments), "start": segment.start + shift, "end": segment.end + shift, "words": words}))
+            segments.append(
+                segment.model_copy(update={"id": len(segments), "start": segment.start + shift, "end": segment.end + shift, "words": words})
+            )
     audio_info = transcript.audio.model_copy(
         update={"path": str(audio), "resolved_path": str(audio.resolve()), "sha256": file_sha256(audio), "duration": times * period}
     )
@@ -248,7 +250,9 @@ def long_part(one_transcript: Path, ctc: Path, pipeline31: str, work: Path, args
             console.print(f"long: {seconds} s, {mode} ...", highlight=False)
             started = time.perf_counter()
             out[f"{seconds} s, {mode}"] = stage_run(transcript, flags, work / "long" / f"{seconds}-{len(out)}", args.threads)
-            console.print(f"  {time.perf_counter() - started:.0f} s, peak RSS {out[f'{seconds} s, {mode}']['peak_rss_mib']:.0f} MiB", highlight=False)
+            console.print(
+                f"  {time.perf_counter() - started:.0f} s, peak RSS {out[f'{seconds} s, {mode}']['peak_rss_mib']:.0f} MiB", highlight=False
+            )
         audio.unlink()
     return out
 

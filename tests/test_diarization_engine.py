@@ -64,7 +64,9 @@ def test_exact_mode_equals_stock_with_31_architecture(align_python: Path, sample
 
 @pytest.mark.slow
 def test_exact_mode_equals_stock_for_bundled(align_python: Path, sample_wav: Path) -> None:
-    result = run_env_script(align_python, "diarize_compare.py", "bundled", str(sample_wav), "--repeat", "2", "--variants", "stock,exact,fast")
+    result = run_env_script(
+        align_python, "diarize_compare.py", "bundled", str(sample_wav), "--repeat", "2", "--variants", "stock,exact,fast"
+    )
     turns = variant_turns(result)
     assert_same_turns(turns["stock"], turns["exact"])
     assert turns["fast"] and {label for *_, label in turns["fast"]} == {label for *_, label in turns["exact"]}

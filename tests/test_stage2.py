@@ -245,7 +245,10 @@ def test_fast_diarization_reports_its_steps_and_keeps_the_speakers(
     assert result.diarization is not None and result.diarization.speed == "fast"
     assert {"import_diarization", "load_diarization_pipeline", "diarize"} <= set(result.provenance[1].timings)
     report = subprocess.run(
-        [str(align_python), str(ENV_SCRIPTS / "der.py"), str(sample_rttm), str(tmp_path / "call.rttm")], capture_output=True, text=True, check=True
+        [str(align_python), str(ENV_SCRIPTS / "der.py"), str(sample_rttm), str(tmp_path / "call.rttm")],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(report.stdout)["der"] <= 0.12 and len(result.speakers) == 2
 

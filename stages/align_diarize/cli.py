@@ -16,7 +16,7 @@ from shared.contract import Transcript
 from shared.errors import ExitCode, StageError
 from shared.flags import ALIGN_FLAGS, DIARIZE_FLAGS, HF_TOKEN_FLAG, STAGE2_MODEL_DIR_FLAG, THREADS_FLAG, WRITER_FLAGS, add_flags
 from shared.io import TRANSCRIPT_SUFFIX, load_document
-from shared.progress import ProgressEvent, emit
+from shared.progress import ProgressEvent, emit, stop_quietly_on_sigterm
 from shared.provenance import THREAD_ENV_VARS
 
 STAGE = "align_diarize"
@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stop_quietly_on_sigterm()
     apply_threads(args.threads)
     try:
         run(args)

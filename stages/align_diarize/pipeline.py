@@ -9,6 +9,7 @@ from pathlib import Path
 
 from shared.contract import AlignmentInfo, Result, Segment, Transcript
 from shared.errors import ExitCode, StageError
+from shared.io import recorded_audio
 from shared.provenance import build_provenance, utc_now
 from stages.common.audio import DecodedAudio, check_readable, decode_audio
 
@@ -33,18 +34,17 @@ class Stage2Options:
 
 
 def find_audio(transcript: Transcript, transcript_path: Path, given: str | None) -> Path:
-    """--audio if given, else the recorded path as given, else beside the transcript (moved folders)."""
+    """--audio if given, else where the transcript's recorded paths lead (shared.io.recorded_audio)."""
     if given:
         check_readable(Path(given))
         return Path(given)
-    recorded = Path(transcript.audio.path)
-    candidates = [recorded, transcript_path.parent / recorded, transcript_path.parent / recorded.name]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise StageError(
-        ExitCode.BAD_AUDIO, f"{transcript_path}: its audio {recorded} was not found (nor beside the transcript); pass --audio PATH"
-    )
+    found = recorded_audio(transcript.audio, transcript_path)
+    if found is None:
+        raise StageError(
+            ExitCode.BAD_AUDIO,
+            f"{transcript_path}: its audio {transcript.audio.path} was not found (nor beside the transcript); pass --audio PATH",
+        )
+    return found
 
 
 def load_matching_audio(transcript: Transcript, path: Path) -> DecodedAudio:

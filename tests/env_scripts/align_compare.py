@@ -59,7 +59,12 @@ def main() -> None:
             {
                 "audio_s": len(audio) / 16000,
                 "runs": runs,
-                "words": {"stock": len(stock_words), "ours": len(our_words), "equal_times": equal, "compared": min(len(stock_words), len(our_words))},
+                "words": {
+                    "stock": len(stock_words),
+                    "ours": len(our_words),
+                    "equal_times": equal,
+                    "compared": min(len(stock_words), len(our_words)),
+                },
             }
         )
     )

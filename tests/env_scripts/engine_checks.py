@@ -65,7 +65,9 @@ def clustering_checks() -> dict:
     chunks, speakers = 400, 3
     labels = rng.integers(0, 3, size=(chunks, speakers))
     embeddings = centres[labels] + 0.3 * rng.normal(size=(chunks, speakers, 16))
-    segmentations = SlidingWindowFeature((rng.random((chunks, 20, speakers)) > 0.3).astype(float), SlidingWindow(start=0, duration=1, step=1))
+    segmentations = SlidingWindowFeature(
+        (rng.random((chunks, 20, speakers)) > 0.3).astype(float), SlidingWindow(start=0, duration=1, step=1)
+    )
     params = {"method": "centroid", "min_cluster_size": 12, "threshold": 0.7}
     stock = AgglomerativeClustering(metric="cosine")
     stock.instantiate(params)

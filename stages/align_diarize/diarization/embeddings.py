@@ -109,6 +109,11 @@ def fold_batch_norms(module: nn.Module) -> nn.Module:
             if isinstance(norm, nn.BatchNorm2d):
                 setattr(module, name, fuse_conv_bn_eval(child, norm))
                 setattr(module, "bn" + name[len("conv") :], nn.Identity())
-    if isinstance(module, nn.Sequential) and len(module) == 2 and isinstance(module[0], nn.Conv2d) and isinstance(module[1], nn.BatchNorm2d):
+    if (
+        isinstance(module, nn.Sequential)
+        and len(module) == 2
+        and isinstance(module[0], nn.Conv2d)
+        and isinstance(module[1], nn.BatchNorm2d)
+    ):
         module[0], module[1] = fuse_conv_bn_eval(module[0], module[1]), nn.Identity()
     return module

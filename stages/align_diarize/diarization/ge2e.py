@@ -96,7 +96,9 @@ class GE2EEmbedding(Model):
     def forward_speakers(self, waveforms: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(C, 1, N) chunks and (C, S, F) masks → (C, S, 256): each chunk's mel once for all its speakers."""
         chunks, speakers, frames = weights.shape
-        active = active_frames(weights.reshape(chunks * speakers, frames), chunks * speakers, 1 + waveforms.shape[2] // HOP_LENGTH, waveforms.device)
+        active = active_frames(
+            weights.reshape(chunks * speakers, frames), chunks * speakers, 1 + waveforms.shape[2] // HOP_LENGTH, waveforms.device
+        )
         owners = torch.arange(chunks, device=waveforms.device).repeat_interleave(speakers)
         return self.embed_masked(waveforms[:, 0], active, owners).reshape(chunks, speakers, EMBEDDING_DIM)
 
