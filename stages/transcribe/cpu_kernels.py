@@ -109,11 +109,13 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head: int, threads:
         out[item, :, index] = scores @ vs[item, :, index]
 
     threads = min(threads or cpu_threads(), batch * n_head)
-    if threads == 1:
-        for task in range(batch * n_head):
-            head(task)
-    else:
-        with _blas().limit(limits=1, user_api="blas"):  # our threads split the heads; BLAS's would oversubscribe
+    # our threads split the heads and BLAS runs each product on one thread, whatever `threads` is: BLAS's own threads
+    # would oversubscribe, and a threaded small GEMM may take other kernels (seen on AMD EPYC), so other last bits
+    with _blas().limit(limits=1, user_api="blas"):
+        if threads == 1:
+            for task in range(batch * n_head):
+                head(task)
+        else:
             list(_pool(threads).map(head, range(batch * n_head)))
     return out.reshape(batch, length, width)
 
