@@ -26,6 +26,7 @@ from shared.contract import AudioInfo, Result, Transcript
 from shared.errors import ExitCode, StageError
 from shared.flags import (
     ALIGN_FLAGS,
+    ALLOW_TRUNCATED_ENV,
     BUNDLED_MODEL,
     DIARIZE_FLAGS,
     HF_TOKEN_FLAG,
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     align.add_argument("--output_dir", "-o", default=None, help="folder for the outputs (default: each input's folder)")
     align.add_argument(
+        "--allow_truncated", action="store_true", help="accept audio shorter than its header says (as stage 1 did with this flag)"
+    )
+    align.add_argument(
         "--pack-result",
         action="store_true",
         help=f"also write the outputs as one file, <name>{pack.RESULT_PACK_SUFFIX}, to send back",
@@ -144,7 +148,10 @@ def stage2_argv(args: argparse.Namespace) -> list[str]:
 
 
 def stage2_env(args: argparse.Namespace) -> dict[str, str]:
-    return {"HF_TOKEN": args.hf_token} if getattr(args, "hf_token", None) else {}
+    env = {"HF_TOKEN": args.hf_token} if getattr(args, "hf_token", None) else {}
+    if getattr(args, "allow_truncated", False):  # stage 2 decodes the audio again and must accept the same cut file
+        env[ALLOW_TRUNCATED_ENV] = "1"
+    return env
 
 
 def output_names(audio_files: Sequence[str]) -> list[str]:

@@ -11,8 +11,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # 1.1: alignment scores, char alignments, speaker turns, stage-2 model records; 1.2: batched decoding, VAD, language votes;
-# 1.3: audio.resolved_path
-SCHEMA_VERSION = "1.4"
+# 1.3: audio.resolved_path; 1.4: diarization.speed; 1.5: audio.warnings, decoding.best_of, words' score unaligned
+SCHEMA_VERSION = "1.5"
 SCHEMA_MAJOR = SCHEMA_VERSION.split(".")[0]
 
 # Whisper rounds times to 10 ms; allow that much slack before calling times inconsistent.
@@ -84,6 +84,9 @@ class AudioInfo(_Model):
     duration: Seconds
     sample_rate: int = Field(gt=0, description="sample rate of the source file")
     channels: int | None = Field(default=None, gt=0)
+    warnings: list[str] | None = Field(
+        default=None, description="what was wrong with the audio and accepted anyway, e.g. a truncated file with --allow_truncated"
+    )
 
 
 class ModelInfo(_Model):

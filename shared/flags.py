@@ -16,6 +16,8 @@ from .writers import FORMATS
 
 DEFAULT_MODEL = "mlx-community/whisper-large-v3-turbo"
 BUNDLED_MODEL = "bundled-tiny.en"
+# --allow_truncated reaches stage 2 (which decodes the audio again, with no such flag) through its environment.
+ALLOW_TRUNCATED_ENV = "STAGEWHISPER_ALLOW_TRUNCATED"
 
 
 def str2bool(value: str) -> bool:
@@ -184,6 +186,10 @@ TRANSCRIBE_FLAGS = (
     ),
     Flag("--chunk_size", {"type": float_in(0.0, 30.0, low_open=True), "default": 30.0, "help": "longest speech chunk in seconds (<= 30)"}),
     Flag("--no_vad", {"action": "store_true", "help": "no VAD: consecutive 30 s windows"}),
+    Flag(
+        "--allow_truncated",
+        {"action": "store_true", "help": "transcribe what a cut or damaged file holds (refused by default), with a warning in the JSON"},
+    ),
 )
 
 # stage-1 flags that are not decoding options of the contract (they choose the chunks)

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> Path:
     formats = expand_formats(args.output_format)  # fail on a bad format before any work
     if "rttm" in formats:
         raise StageError(ExitCode.USAGE, "--output_format rttm needs speakers, which stage 1 does not find; run stage 2 with --diarize")
-    audio = decode_audio(args.audio)
+    audio = decode_audio(args.audio, allow_truncated=args.allow_truncated or None)  # None: the environment decides
     decoding = {name: getattr(args, name) for name in DecodingOptions.model_fields if name != "compute_type" and hasattr(args, name)}
     decoding["temperature"] = list(temperatures(args.temperature, args.temperature_increment_on_fallback))
     decoding |= {name: getattr(args, name) for name in VAD_FLAG_NAMES}
