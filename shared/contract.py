@@ -31,7 +31,9 @@ class Word(_Model):
     start: Seconds | None = None
     end: Seconds | None = None
     probability: Probability | None = Field(default=None, description="Whisper's token probability (stage 1's word timestamps)")
-    score: Probability | None = Field(default=None, description="CTC alignment score (stage 2; WhisperX's name)")
+    score: Probability | None = Field(
+        default=None, description="CTC alignment score (stage 2; WhisperX's name); stage 1's probability where words were not aligned"
+    )
     speaker: str | None = None
 
     @model_validator(mode="after")

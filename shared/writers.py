@@ -6,7 +6,8 @@ plus speakers): `[SPEAKER_00]: ` prefixes in txt and subtitles, `[[SPEAKER_00]]`
 a result with speaker turns; stage 2 writes it whenever it diarizes. Deliberate differences, all fixes:
 a subtitle cue never mixes speakers (a speaker change starts a new cue), cue times come from the
 cue's own words (WhisperX 3.3.1 used the segment's), words without times get interpolated ones,
-and lines hold no trailing spaces.
+lines hold no trailing spaces, the speaker prefix counts toward --max_line_width, and no
+--highlight_words cue lasts zero seconds.
 """
 
 from __future__ import annotations
@@ -278,7 +279,7 @@ def _group_cues(tokens: list[_Token], options: WriterOptions) -> Iterator[_Cue]:
         elif token.speaker != cue[0][0].speaker or (preserve and token.opens_segment):
             yield cue
             cue = [[token]]
-        elif not long_pause and _line_width([*cue[-1], token]) <= width:
+        elif not long_pause and _line_width([*cue[-1], token], first=len(cue) == 1) <= width:
             cue[-1].append(token)
         elif count is not None and (long_pause or len(cue) >= count):
             yield cue
@@ -289,8 +290,11 @@ def _group_cues(tokens: list[_Token], options: WriterOptions) -> Iterator[_Cue]:
         yield cue
 
 
-def _line_width(line: _Line) -> int:
-    return len(_join(line, lambda token: token.text))
+def _line_width(line: _Line, first: bool = False) -> int:
+    """Characters the line shows: the cue's first line carries the speaker prefix (`[SPEAKER_00]: `, 14 characters
+    WhisperX leaves out of the width, so its lines overran --max_line_width)."""
+    prefix = _speaker_prefix(line[0].speaker) if first and line else ""
+    return len(prefix) + len(_join(line, lambda token: token.text))
 
 
 def _join(line: _Line, show: Callable[[_Token], str]) -> str:
@@ -303,19 +307,35 @@ def _cue_text(cue: _Cue, show: Callable[[_Token], str] = lambda token: token.tex
 
 
 def _cue_texts(cue: _Cue, highlight_words: bool, timestamp: Callable[[float], str]) -> Iterator[tuple[str, str, str]]:
-    """One cue, or with highlight_words one cue per word (<u>underlined</u>) and plain cues over the gaps."""
+    """One cue, or with highlight_words one cue per word (<u>underlined</u>) and plain cues over the gaps.
+
+    Every cue lasts at least a millisecond: a word of zero length is underlined until the next word starts (whisper's
+    writer gave it a cue from t to t, which players skip or flash), and one that overlaps the word before starts
+    where that one's underline ends."""
     tokens = [token for line in cue for token in line]
-    start = timestamp(tokens[0].start)
     if not highlight_words:
-        yield start, timestamp(max(tokens[-1].end, tokens[0].start)), _cue_text(cue)
+        yield timestamp(tokens[0].start), timestamp(max(tokens[-1].end, tokens[0].start)), _cue_text(cue)
         return
-    last = start
-    for current in tokens:
-        word_start, word_end = timestamp(current.start), timestamp(current.end)
-        if last != word_start:
-            yield last, word_start, _cue_text(cue)
-        yield word_start, word_end, _cue_text(cue, lambda t, current=current: f"<u>{t.text}</u>" if t is current else t.text)
-        last = word_end
+    last = _ms(tokens[0].start)
+    for index, current in enumerate(tokens):
+        start, end = max(_ms(current.start), last), _ms(current.end)
+        if end <= start and index + 1 < len(tokens):
+            end = _ms(tokens[index + 1].start)
+        if end <= start:
+            continue  # nothing left to show it in: it stays plain in the neighbouring cues
+        if start > last:
+            yield timestamp(last / 1000), timestamp(start / 1000), _cue_text(cue)
+        yield (
+            timestamp(start / 1000),
+            timestamp(end / 1000),
+            _cue_text(cue, lambda t, current=current: f"<u>{t.text}</u>" if t is current else t.text),
+        )
+        last = end
+
+
+def _ms(seconds: float) -> int:
+    """Cue times are compared in whole milliseconds, as they are written."""
+    return round(seconds * 1000)
 
 
 _RENDERERS: dict[str, Callable[[Document, WriterOptions], str]] = {

@@ -134,6 +134,14 @@ def test_words_are_timed_inside_their_segments(batch: BatchRun) -> None:
     assert all(segment.text.strip() for segment in transcript.segments)
 
 
+def test_words_are_whisperx_words_with_a_score(batch: BatchRun) -> None:
+    """As WhisperX writes them: no leading space; `score` is the word's probability until stage 2 aligns it (so a
+    `--no_align` result has one per word, not null)."""
+    words = [word for segment in _transcript(batch).segments for word in segment.words or []]
+    assert words and all(word.word == word.word.strip() and word.word for word in words)
+    assert all(word.score is not None and word.score == word.probability for word in words)
+
+
 def test_all_formats_written(batch: BatchRun) -> None:
     stem = "call with spaces é"
     for suffix in (".txt", ".srt", ".vtt", ".tsv"):

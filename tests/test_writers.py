@@ -175,10 +175,29 @@ def test_whisper_style_words_keep_their_spacing(counting: Transcript) -> None:
 
 
 def test_max_line_width_splits_lines_within_segments(dialogue: Result) -> None:
-    assert render(dialogue, "srt", WriterOptions(max_line_width=12)) == (
+    assert render(dialogue, "srt", WriterOptions(max_line_width=26)) == (  # the first line: 14 of prefix, 12 of words
         "1\n00:00:00,000 --> 00:00:02,400\n[SPEAKER_00]: Hello there.\nHow are you?\n\n"
-        "2\n00:00:03,000 --> 00:00:04,000\n[SPEAKER_01]: Fine,\nthanks.\n\n"
+        "2\n00:00:03,000 --> 00:00:04,000\n[SPEAKER_01]: Fine,\nthanks.\n\n"  # 27 characters would not fit
     )
+
+
+def test_the_speaker_prefix_counts_toward_the_line_width(dialogue: Result) -> None:
+    options = WriterOptions(max_line_width=20, max_line_count=2, highlight_words=True)
+    for _, _, body in srt_cues(render(dialogue, "srt", options)):
+        for line in re.sub(r"</?u>", "", body).split("\n"):
+            assert len(line) <= 20 or " " not in line.removeprefix("[SPEAKER_00]: ").removeprefix("[SPEAKER_01]: "), body
+
+
+def test_highlighted_cues_never_last_zero_seconds() -> None:
+    """Zero-length and overlapping words (stage 1's cross-attention times have them) still get a cue that lasts."""
+    words = [word("So", 0.8, 0.8, "SPEAKER_00"), word("we", 1.0, 1.2, "SPEAKER_00"), word("met", 1.1, 1.1, "SPEAKER_00")]
+    words += [word("there.", 1.5, 1.5, "SPEAKER_00")]
+    document = make_result([segment(0, 0.8, 2.0, " So we met there.", words, speaker="SPEAKER_00")])
+    cues = srt_cues(render(document, "srt", WriterOptions(max_line_width=30, max_line_count=2, highlight_words=True)))
+    assert cues and all(start < end for start, end, _ in cues), cues
+    assert [start for start, _, _ in cues] == sorted(start for start, _, _ in cues)
+    underlined = [re.search(r"<u>(.*?)</u>", body).group(1) for _, _, body in cues if "<u>" in body]  # type: ignore[union-attr]
+    assert underlined == ["So", "we", "met"], cues  # the last word, zero length with nothing after it, stays plain
 
 
 def test_max_line_count_flows_across_segments_and_breaks_on_long_pause(counting: Transcript) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.contract import DecodingOptions, LanguageInfo, ModelInfo, Segment, Transcript, VadSettings, Word
+from shared.contract import DecodingOptions, LanguageInfo, ModelInfo, Segment, Transcript, VadSettings
 from shared.errors import ExitCode, StageError
 from shared.provenance import build_provenance, utc_now
 from stages.common.audio import DecodedAudio
@@ -19,7 +19,7 @@ from stages.common.cache import memoized_sha256
 
 from .backend import Backend
 from .batched import RawSegment, speech_chunks, transcribe_chunks, vote_language
-from .pipeline import PROVENANCE_PACKAGES, ProgressHook, TranscribeOptions, refuse_english_only
+from .pipeline import PROVENANCE_PACKAGES, ProgressHook, TranscribeOptions, refuse_english_only, whisperx_word
 from .vad import VadOptions
 
 LANGUAGE_VOTE_CHUNKS = 8
@@ -164,7 +164,9 @@ def transcribe_batched(audio: DecodedAudio, options: TranscribeOptions, on_progr
 def _segment(index: int, raw: RawSegment, with_words: bool) -> Segment:
     decoded = raw.decoded
     start, end = round(raw.start, 3), round(raw.end, 3)
-    words = [Word(**{**w, "start": min(max(w["start"], start), end), "end": min(max(w["end"], start), end)}) for w in raw.words]
+    words = [
+        whisperx_word(w["word"], min(max(w["start"], start), end), min(max(w["end"], start), end), w["probability"]) for w in raw.words
+    ]
     return Segment(
         id=index,
         start=start,

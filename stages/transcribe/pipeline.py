@@ -208,7 +208,15 @@ def _word(raw: dict, segment_start: float, segment_end: float) -> Word:
     """Cross-attention word times can overshoot their segment by a frame: keep them inside it."""
     start = min(max(round(raw["start"], 3), segment_start), segment_end)
     end = min(max(round(raw["end"], 3), start), segment_end)
-    return Word(word=raw["word"], start=start, end=end, probability=_clamp(raw.get("probability")))
+    return whisperx_word(raw["word"], start, end, raw.get("probability"))
+
+
+def whisperx_word(text: str, start: float, end: float, probability: float | None) -> Word:
+    """A word as WhisperX writes one: no leading space (Whisper's tokens carry it; writers join words with one, or
+    none for ja/zh, as WhisperX does). `score` is the word's probability until stage 2's CTC alignment replaces it,
+    so `--no_align` results have a confidence per word where WhisperX has a score."""
+    probability = _clamp(probability)
+    return Word(word=text.strip(), start=start, end=end, probability=probability, score=probability)
 
 
 def _clamp(probability: float | None) -> float | None:
