@@ -33,6 +33,7 @@ from shared.flags import (
     STAGE2_MODEL_DIR_FLAG,
     THREADS_FLAG,
     TRANSCRIBE_FLAGS,
+    WHISPERX_FLAGS,
     WRITER_FLAGS,
     add_flags,
     int_at_least,
@@ -44,7 +45,7 @@ from shared.writers import WriterOptions, expand_formats, result_formats, write_
 
 from . import assets, envs, pack, runtime, workdir
 from .stage_runner import StageInterrupted, StageOutcome, log_path_for, run_stage, stop_running_stages
-from .usage import check_usage, usage_warnings
+from .usage import apply_whisperx_flags, check_usage, usage_warnings
 
 console = Console(stderr=True)
 
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(align, (STAGE2_MODEL_DIR_FLAG, THREADS_FLAG))
     _add_stage2_flags(align)
     _add_force_flag(align)
+    _add_whisperx_flags(align)
     align.add_argument("--jobs", type=int_at_least(1), default=1, help="inputs processed at once (the CPU threads are shared between them)")
 
     packer = commands.add_parser(
@@ -126,6 +128,12 @@ def _add_run_flags(command: argparse.ArgumentParser) -> None:
     add_flags(command.add_argument_group("stage 1 (transcribe)"), TRANSCRIBE_FLAGS)
     add_flags(command, (THREADS_FLAG,))
     _add_force_flag(command)
+    _add_whisperx_flags(command)
+
+
+def _add_whisperx_flags(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group("WhisperX's flags, accepted so its command lines run unchanged (see README)")
+    add_flags(group, WHISPERX_FLAGS)
 
 
 def _add_force_flag(command: argparse.ArgumentParser) -> None:
@@ -149,6 +157,7 @@ def stage2_argv(args: argparse.Namespace) -> list[str]:
 
 def stage2_env(args: argparse.Namespace) -> dict[str, str]:
     env = {"HF_TOKEN": args.hf_token} if getattr(args, "hf_token", None) else {}
+    env |= getattr(args, "stage2_env", {})  # WhisperX's --device_index (usage.apply_whisperx_flags)
     if getattr(args, "allow_truncated", False):  # stage 2 decodes the audio again and must accept the same cut file
         env[ALLOW_TRUNCATED_ENV] = "1"
     return env
@@ -224,6 +233,7 @@ def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = 
     """
     output_dir = Path(args.output_dir)
     audio_files = same_files_once(args.audio)
+    extra_env = {**(extra_env or {}), **getattr(args, "stage1_env", {})}  # WhisperX's --device/--device_index
     stage_argv = to_argv(args, TRANSCRIBE_FLAGS + WRITER_FLAGS)
     if then_stage2:  # stage 2 writes the subtitles, from aligned words
         stage_argv = [*to_argv(args, TRANSCRIBE_FLAGS), "--output_format", "json"]
@@ -295,9 +305,7 @@ def _transcribe_one(
     audio_sha256 = workdir.file_sha256(Path(audio))
     key = None
     if audio_sha256:
-        key = workdir.ArtifactKey(
-            "transcribe", audio_sha256, workdir.params_sha256("transcribe", to_argv(args, TRANSCRIBE_FLAGS), args.model)
-        )
+        key = workdir.ArtifactKey("transcribe", audio_sha256, workdir.params_sha256("transcribe", stage1_key_argv(args), args.model))
         kept = None if args.force else workdir.load_artifact(output_dir, key)
         if isinstance(kept, Transcript):
             place = {"path": audio, "resolved_path": str(Path(audio).resolve())}  # same bytes, maybe another path
@@ -309,6 +317,11 @@ def _transcribe_one(
     if outcome.ok and key is not None:
         workdir.keep_artifact(output_dir, key, json_path)
     return outcome
+
+
+def stage1_key_argv(args: argparse.Namespace) -> list[str]:
+    """The flags that decide a transcript: stage 1's own, and --device cpu (float32 where the GPU ran float16)."""
+    return to_argv(args, TRANSCRIBE_FLAGS) + (["--device", "cpu"] if getattr(args, "device", None) == "cpu" else [])
 
 
 def _align_diarize_one(
@@ -658,8 +671,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with sigterm_as_interrupt() as received:
         try:
+            whisperx_warnings = apply_whisperx_flags(args)  # WhisperX's flags mapped onto ours first: they are checked too
             check_usage(args)  # every combination refused before any stage starts
-            for warning in usage_warnings(args):
+            for warning in [*whisperx_warnings, *usage_warnings(args)]:
                 console.print(f"[yellow]warning[/]: {warning}", highlight=False, soft_wrap=True)
             return int(COMMANDS[args.command](args))
         except StageError as error:

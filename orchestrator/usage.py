@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from shared.errors import ExitCode, StageError
-from shared.flags import ALIGN_FLAGS, DIARIZE_FLAGS, TRANSCRIBE_FLAGS, WRITER_FLAGS
+from shared.flags import ALIGN_FLAGS, DEVICE_ENV, DIARIZE_FLAGS, TRANSCRIBE_FLAGS, WRITER_FLAGS
 from shared.writers import expand_formats
 
 # mlx_whisper's sequential decoding is the only backend with these; "off" values
@@ -121,3 +121,42 @@ def _unused(given: set[str], names: tuple[str, ...], why: str) -> list[str]:
 
 def _word_times_hint(args: argparse.Namespace) -> str:
     return "add --word_timestamps True" if args.command == "transcribe" else "add --word_timestamps True or drop --no_align"
+
+
+# --- WhisperX's flags (shared.flags.WHISPERX_FLAGS) -----------------------------------------------------------------
+def apply_whisperx_flags(args: argparse.Namespace) -> list[str]:
+    """Map WhisperX's flags onto ours, in place (`args.stage1_env`, `args.stage2_env` get what travels by environment);
+    returns one warning per flag that cannot apply here. Raises USAGE for a contradiction."""
+    args.stage1_env, args.stage2_env = {}, {}
+    if not hasattr(args, "segment_resolution"):  # setup, pack, demo
+        return []
+    _map_fp16(args)
+    _map_device(args)
+    warnings: list[str] = []
+    if args.verbose:
+        warnings.append("--verbose True: stagewhisper shows progress and keeps logs instead of printing the text as it decodes")
+    if args.segment_resolution == "sentence":
+        warnings.append("--segment_resolution sentence is not implemented: segments stay as Whisper decoded them (chunk)")
+    return warnings  # --print_progress: progress is always shown
+
+
+def _map_fp16(args: argparse.Namespace) -> None:
+    """--fp16 False is WhisperX's way to ask for float32; True is our default wherever float16 is fast (a GPU)."""
+    if args.fp16 is not False or not hasattr(args, "compute_type"):
+        return
+    if args.compute_type == "default":
+        args.compute_type = "float32"
+    elif "float16" in args.compute_type:
+        raise StageError(ExitCode.USAGE, f"--fp16 False contradicts --compute_type {args.compute_type}; drop one of them")
+
+
+def _map_device(args: argparse.Namespace) -> None:
+    """--device cpu keeps stage 1 off the GPU; cuda/mps move alignment there as WhisperX does (MLX already uses its
+    GPU when it has one). --device_index picks the GPU for both stages."""
+    if args.device == "cpu":
+        args.stage1_env[DEVICE_ENV] = "cpu"
+    elif args.device and not getattr(args, "no_align", True) and args.align_device == DEFAULTS["align_device"]:
+        args.align_device = args.device
+    if args.device_index is not None:
+        for env in (args.stage1_env, args.stage2_env):
+            env["CUDA_VISIBLE_DEVICES"] = str(args.device_index)

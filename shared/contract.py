@@ -126,6 +126,8 @@ class DecodingOptions(_Model):
     backend: Literal["mlx", "ctranslate2", "mlx_whisper"] = "mlx_whisper"
     batch_size: Annotated[int, Field(ge=1)] = 1
     beam_size: Annotated[int, Field(ge=1)] = 1
+    # 1.5: candidates sampled per chunk at temperatures above 0 (documents before it sampled one)
+    best_of: Annotated[int, Field(ge=1)] = 1
     patience: Annotated[float, Field(gt=0.0)] = 1.0
     length_penalty: float | None = None
     hotwords: str | None = None

@@ -156,6 +156,10 @@ TRANSCRIBE_FLAGS = (
     Flag("--batch_size", {"type": int_at_least(1), "default": 8, "help": "speech chunks decoded together"}),
     Flag("--beam_size", {"type": int_at_least(1), "default": 5, "help": "beams per chunk at temperature 0 (1: greedy, fastest)"}),
     Flag(
+        "--best_of",
+        {"type": int_at_least(1), "default": 5, "help": "candidates sampled per chunk when falling back to a temperature above 0"},
+    ),
+    Flag(
         "--patience",
         {"type": float_in(0.0, low_open=True), "default": 1.0, "help": "beam search patience (finished candidates = beam_size x patience)"},
     ),
@@ -243,6 +247,30 @@ STAGE2_MODEL_DIR_FLAG = Flag("--model_dir", {"default": None, "help": "cache fol
 HF_TOKEN_FLAG = Flag(
     "--hf_token", {"default": None, "help": "Hugging Face token for gated models (default: $HF_TOKEN); never written anywhere"}
 )
+
+# WhisperX's flags that name what stagewhisper decides otherwise: accepted so that a WhisperX command line runs
+# unchanged, mapped by the orchestrator (orchestrator/usage.py) and never forwarded. Default None: "not given".
+WHISPERX_FLAGS = (
+    Flag(
+        "--device",
+        {
+            "default": None,
+            "choices": ["cpu", "cuda", "mps"],
+            "help": "WhisperX's: cpu keeps stage 1 on the CPU; "
+            "cuda/mps: stage 1 uses the GPU MLX has, and alignment runs there (unless --align_device)",
+        },
+    ),
+    Flag("--device_index", {"type": int_at_least(0), "default": None, "help": "WhisperX's: the GPU to use (sets CUDA_VISIBLE_DEVICES)"}),
+    Flag("--fp16", {"type": str2bool, "default": None, "help": "WhisperX's: False means --compute_type float32"}),
+    Flag("--verbose", {"type": str2bool, "default": None, "help": "WhisperX's: progress bars and logs are always shown/kept"}),
+    Flag("--print_progress", {"type": str2bool, "default": None, "help": "WhisperX's: progress is always shown"}),
+    Flag(
+        "--segment_resolution",
+        {"default": None, "choices": ["sentence", "chunk"], "help": "WhisperX's: segments stay as Whisper decoded them (chunk)"},
+    ),
+)
+# The device choice reaches stage 1 through its environment (read before MLX picks its default device).
+DEVICE_ENV = "STAGEWHISPER_DEVICE"
 
 THREADS_FLAG = Flag("--threads", {"type": int_at_least(0), "default": 0, "help": "CPU threads (0: the machine's performance cores)"})
 

@@ -155,3 +155,55 @@ def test_cross_attention_word_times(results: dict) -> None:
     assert starts == sorted(starts)
     diane = next(w for w in words if "Diane" in w["word"])
     assert 12.0 <= diane["start"] <= 17.0  # "This is Diane in New Jersey." is said at 13.9-15.9 s (sample.stm)
+
+
+BEST_OF_SCRIPT = r"""
+import json, sys
+from mlx_whisper.tokenizer import get_tokenizer
+from stages.common.audio import decode_audio
+from stages.transcribe.backend import GenerateOptions
+from stages.transcribe.batched import FallbackRules, decode_with_fallback, likelihood, prompt_tokens, speech_chunks, window
+from stages.transcribe.batched_run import load_backend
+from stages.transcribe.pipeline import TranscribeOptions
+from stages.transcribe.vad import VadOptions
+
+backend = load_backend(sys.argv[2], TranscribeOptions(model="bundled-tiny.en"), 0).backend
+tokenizer = get_tokenizer(False, num_languages=backend.num_languages, language="en", task="transcribe")
+audio = decode_audio(sys.argv[1]).samples
+chunks = speech_chunks(audio, VadOptions(chunk_size=10))[:2]
+encoded = backend.encode([window(audio, c) for c in chunks])
+prompts = [prompt_tokens(tokenizer, [], None, False)] * len(chunks)
+calls, candidates = [], []
+generate = backend.generate
+
+def counting(encoded, prompts, options):  # every candidate the fallback samples, per call
+    out = generate(encoded, prompts, options)
+    calls.append({"rows": len(prompts), "temperature": options.temperature})
+    candidates.extend(out if options.temperature > 0 else [])
+    return out
+
+backend.generate = counting
+rules = FallbackRules((0.0, 0.8), compression_ratio_threshold=0.5, logprob_threshold=None, no_speech_threshold=None)  # all retry
+kept = decode_with_fallback(backend, encoded, prompts, GenerateOptions(), rules, tokenizer, best_of=3)
+best = [max(likelihood(g, None) for g in candidates[3 * i : 3 * i + 3]) for i in range(len(chunks))]
+print(json.dumps({"calls": calls, "kept": [likelihood(g, None) for g, _, _ in kept], "best": best,
+                  "distinct": len({tuple(g.tokens) for g in candidates})}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["mlx", "ctranslate2"])
+def test_best_of_samples_n_candidates_and_keeps_the_likeliest(backend: str, transcribe_python: Path, sample_wav: Path) -> None:
+    done = subprocess.run(
+        [str(transcribe_python), "-c", BEST_OF_SCRIPT, str(sample_wav), backend],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=_env(),
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # 2 chunks: once greedy, then 3 samples each at 0.8, generated a batch's worth (2 rows) at a time
+    assert out["calls"] == [{"rows": 2, "temperature": 0.0}] + [{"rows": 2, "temperature": 0.8}] * 3, out
+    assert out["kept"] == out["best"], out
+    assert out["distinct"] > 1, out  # the samples differ: each row draws its own noise

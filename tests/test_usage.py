@@ -159,3 +159,56 @@ def test_language_names_and_codes_become_codes(given: str, code: str) -> None:
 def test_english_models_accept_english(model: str) -> None:
     args = cli.build_parser().parse_args(["run", "talk.wav", "--model", model, "--language", "English"])
     cli.check_usage(args)  # no error
+
+
+# A WhisperX 3.3 command line, its flags at values a user passes (WhisperX's defaults where they matter).
+WHISPERX_LINE = [
+    "--model", "bundled-tiny.en", "--language", "en", "--best_of", "5", "--device", "cpu", "--device_index", "1",
+    "--fp16", "False", "--verbose", "False", "--print_progress", "True", "--segment_resolution", "chunk",
+    "--compute_type", "default", "--batch_size", "8", "--beam_size", "5", "--output_format", "all",
+]  # fmt: skip
+
+
+def test_a_whisperx_command_line_runs_unchanged(monkeypatch: pytest.MonkeyPatch, audio: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[argparse.Namespace] = []
+    monkeypatch.setattr(cli, "transcribe_all", lambda args, *rest, **kwargs: seen.append(args) or [])
+    assert cli.main(["run", str(audio), *WHISPERX_LINE]) == ExitCode.OK
+    assert "warning" not in capsys.readouterr().err
+    (args,) = seen
+    assert args.compute_type == "float32" and args.best_of == 5  # --fp16 False is float32
+    assert args.stage1_env == {"STAGEWHISPER_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": "1"}
+    assert args.stage2_env == {"CUDA_VISIBLE_DEVICES": "1"} and cli.stage2_env(args)["CUDA_VISIBLE_DEVICES"] == "1"
+    stage_argv = cli.to_argv(args, cli.TRANSCRIBE_FLAGS)
+    assert stage_argv[stage_argv.index("--compute_type") + 1] == "float32"
+    assert "--device" not in stage_argv and "--fp16" not in stage_argv  # WhisperX's own flags never reach a stage
+    assert "--device" in cli.stage1_key_argv(args)  # a CPU transcript is not a GPU one: kept apart
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--verbose", "True"], "--verbose True: stagewhisper shows progress and keeps logs"),
+        (["--segment_resolution", "sentence"], "--segment_resolution sentence is not implemented"),
+    ],
+)
+def test_whisperx_flags_that_cannot_apply_are_one_warning(flags: list[str], expected: str) -> None:
+    args = cli.build_parser().parse_args(["run", "talk.wav", *flags])
+    (warning,) = cli.apply_whisperx_flags(args)
+    assert warning.startswith(expected), warning
+
+
+def test_whisperx_device_moves_alignment_unless_told_otherwise() -> None:
+    def mapped(*flags: str) -> argparse.Namespace:
+        args = cli.build_parser().parse_args(["run", "talk.wav", *flags])
+        cli.apply_whisperx_flags(args)
+        return args
+
+    assert mapped("--device", "cuda").align_device == "cuda"
+    assert mapped("--device", "cuda", "--align_device", "mps").align_device == "mps"
+    assert mapped("--device", "cuda", "--no_align").align_device == "cpu"  # no alignment to move: no warning about it
+    assert mapped("--device", "cuda").stage1_env == {}  # MLX uses its GPU when it has one
+
+
+def test_fp16_false_with_a_float16_compute_type_is_refused(no_stage: None, audio: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    refusal = _refused(capsys, ["run", audio, "--fp16", "False", "--compute_type", "float16"])
+    assert "--fp16 False contradicts --compute_type float16" in refusal

@@ -153,17 +153,26 @@ class FallbackRules:
 
 
 def decode_with_fallback(
-    backend: Backend, encoded: Encoded, prompts: list[list[int]], base: GenerateOptions, rules: FallbackRules, tokenizer: Any
+    backend: Backend,
+    encoded: Encoded,
+    prompts: list[list[int]],
+    base: GenerateOptions,
+    rules: FallbackRules,
+    tokenizer: Any,
+    best_of: int = 1,
 ) -> list[tuple[Generated, float, float]]:
-    """Decode all rows at the first temperature; retry only the rows that failed, at the next one."""
+    """Decode all rows at the first temperature; retry only the rows that failed, at the next one. Above 0, each
+    row is sampled `best_of` times (repeated rows, a batch's worth at a time) and its most likely candidate kept,
+    as openai-whisper and faster-whisper do (WhisperX's --best_of 5): a single sample is often worse than greedy."""
     results: list[tuple[Generated, float, float] | None] = [None] * len(prompts)
     pending = list(range(len(prompts)))
     for attempt, temperature in enumerate(rules.temperatures):
         options = base if temperature == 0 else _sampling(base, temperature)
-        subset = encoded if len(pending) == len(prompts) else backend.select(encoded, pending)
-        generated = backend.generate(subset, [prompts[i] for i in pending], options)
+        copies = 1 if temperature == 0 else best_of
+        generated = _generate_rows(backend, encoded, prompts, [row for row in pending for _ in range(copies)], options)
         retry = []
-        for row, item in zip(pending, generated, strict=True):
+        for index, row in enumerate(pending):
+            item = max(generated[index * copies : (index + 1) * copies], key=lambda g: likelihood(g, base.length_penalty))
             ratio = compression_ratio(tokenizer.decode([t for t in item.tokens if t < tokenizer.eot]))
             results[row] = (item, temperature, ratio)
             if attempt + 1 < len(rules.temperatures) and rules.needs_retry(item, ratio):
@@ -174,10 +183,30 @@ def decode_with_fallback(
     return [r for r in results if r is not None]
 
 
+def _generate_rows(
+    backend: Backend, encoded: Encoded, prompts: list[list[int]], rows: list[int], options: GenerateOptions
+) -> list[Generated]:
+    """Generate for these rows (repeats allowed), at most a batch's worth at a time: best_of copies must not
+    multiply the memory --batch_size was chosen for."""
+    generated: list[Generated] = []
+    for begin in range(0, len(rows), len(prompts)):
+        part = rows[begin : begin + len(prompts)]
+        subset = encoded if part == list(range(len(prompts))) else backend.select(encoded, part)
+        generated += backend.generate(subset, [prompts[i] for i in part], options)
+    return generated
+
+
+def likelihood(generated: Generated, length_penalty: float | None) -> float:
+    """openai-whisper's MaximumLikelihoodRanker: the sum of log-probabilities over the length, or over
+    ((5 + length) / 6) ** length_penalty (Google NMT's penalty) when one is given."""
+    length = len(generated.tokens) + 1  # the end-of-text token counts, as in avg_logprob
+    return generated.sum_logprob / (length if length_penalty is None else ((5 + length) / 6) ** length_penalty)
+
+
 def _sampling(base: GenerateOptions, temperature: float) -> GenerateOptions:
     from dataclasses import replace
 
-    return replace(base, temperature=temperature, beam_size=1)  # openai-whisper samples (best_of 1) above 0
+    return replace(base, temperature=temperature, beam_size=1)  # beams at 0 only; best_of samples above it
 
 
 # --- segments ------------------------------------------------------------------------------------------------------
@@ -253,7 +282,7 @@ def transcribe_chunks(
     for indices in plan:
         encoded = backend.encode([window(samples, chunks[i]) for i in indices])
         prompts = [prompt_tokens(tokenizer, previous[i], decoding.hotwords, decoding.without_timestamps) for i in indices]
-        outcomes = decode_with_fallback(backend, encoded, prompts, base, rules, tokenizer)
+        outcomes = decode_with_fallback(backend, encoded, prompts, base, rules, tokenizer, decoding.best_of)
         decoded = [DecodedChunk(chunks[i], g, t, r) for i, (g, t, r) in zip(indices, outcomes, strict=True)]
         kept = [row for row, d in enumerate(decoded) if _keep(d, rules)]
         per_row = {row: split_segments(decoded[row], tokenizer) for row in kept}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shared.contract import DecodingOptions
 from shared.errors import ExitCode, StageError
-from shared.flags import THREADS_FLAG, TRANSCRIBE_FLAGS, VAD_FLAG_NAMES, WRITER_FLAGS, add_flags
+from shared.flags import DEVICE_ENV, THREADS_FLAG, TRANSCRIBE_FLAGS, VAD_FLAG_NAMES, WRITER_FLAGS, add_flags
 from shared.io import TRANSCRIPT_SUFFIX
 from shared.progress import ProgressEvent, emit, stop_quietly_on_sigterm
 from shared.provenance import THREAD_ENV_VARS
@@ -40,6 +40,14 @@ def apply_threads(threads: int) -> None:
     """Must run before MLX/BLAS load: they read these once."""
     if threads > 0:
         os.environ.update({name: str(threads) for name in THREAD_ENV_VARS})
+
+
+def apply_device() -> None:
+    """WhisperX's --device cpu, passed by the orchestrator: MLX's default device is the GPU when there is one."""
+    if os.environ.get(DEVICE_ENV) == "cpu":
+        import mlx.core as mx
+
+        mx.set_default_device(mx.cpu)
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -86,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_quietly_on_sigterm()
     args = build_parser().parse_args(argv)
     apply_threads(args.threads)
+    apply_device()
     try:
         run(args)
     except StageError as error:

@@ -22,7 +22,7 @@ from .models import load_model, model_info, resolve_model
 # what mlx_whisper.transcribe accepts (the batched pipeline's options are not its own)
 SEQUENTIAL_FIELDS = (
     "task language temperature initial_prompt word_timestamps condition_on_previous_text compression_ratio_threshold "
-    "logprob_threshold no_speech_threshold prepend_punctuations append_punctuations hallucination_silence_threshold"
+    "logprob_threshold no_speech_threshold prepend_punctuations append_punctuations hallucination_silence_threshold best_of"
 ).split()
 PROVENANCE_PACKAGES = [
     "numpy",
