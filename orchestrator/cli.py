@@ -215,14 +215,20 @@ def same_files_once(paths: Sequence[str]) -> list[str]:
 def log_names(paths: Sequence[str]) -> list[str]:
     """Each input's log name: its file name, or with as many of its folders as tell it apart (`day1_meeting.flac`)
     where inputs share a file name, so that no log overwrites another's."""
+    return ["_".join(parts) for parts in _telling_parts(paths)]
+
+
+def _telling_parts(paths: Sequence[str]) -> list[tuple[str, ...]]:
+    """Each path's last parts: the file name, and as many folders as tell it from other files of that name."""
     parts = [Path(path).resolve().parts[1:] for path in paths]
-    names: list[str] = []
+    distinct = set(parts)  # the same file twice (stage 1 and stage 2 rows) is one file
+    telling: list[tuple[str, ...]] = []
     for own in parts:
         depth = 1
-        while depth < len(own) and sum(other[-depth:] == own[-depth:] for other in parts) > 1:
+        while depth < len(own) and sum(other[-depth:] == own[-depth:] for other in distinct) > 1:
             depth += 1
-        names.append("_".join(own[-depth:]))
-    return names
+        telling.append(own[-depth:])
+    return telling
 
 
 def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = None, then_stage2: bool = False) -> list[StageOutcome]:
@@ -333,9 +339,12 @@ def _align_diarize_one(
     extra_env: dict[str, str] | None,
     audio: str | None = None,
     log_name: str | None = None,
+    name: str | None = None,
 ) -> StageOutcome:
-    """Stage 2 on one transcript, or its kept result when the same transcript met the same stage-2 settings."""
-    name = transcript.name.removesuffix(TRANSCRIPT_SUFFIX) if transcript.name.endswith(TRANSCRIPT_SUFFIX) else transcript.stem
+    """Stage 2 on one transcript, or its kept result when the same transcript met the same stage-2 settings;
+    outputs named `name` (default: the transcript's)."""
+    given_name = name
+    name = name or (transcript.name.removesuffix(TRANSCRIPT_SUFFIX) if transcript.name.endswith(TRANSCRIPT_SUFFIX) else transcript.stem)
     log_name = log_name or Path(label).name
     transcript_sha256 = workdir.transcript_sha256(transcript)
     key = None
@@ -349,6 +358,7 @@ def _align_diarize_one(
             json_path = output_dir / f"{name}.json"
             return _reuse(progress, "align_diarize", label, log_name, kept, output_dir, name, formats, json_path, key, args)
     argv = [str(transcript), "--output_dir", str(output_dir), *stage2_argv(args)]
+    argv += ["--output_name", given_name] if given_name else []
     if audio:
         argv += ["--audio", audio]
     outcome = _run_with_progress(progress, "align_diarize", label, argv, output_dir, args.threads, extra_env, log_name)
@@ -445,11 +455,12 @@ def _align_diarize_pack(progress: Progress, pack_path: Path, output_dir: Path, a
             audio = pack.check_given_audio(unpacked, Path(args.audio) if args.audio else None)
         except StageError as error:  # refused before any stage ran: the log is the only file written
             return _refused(pack_path, log_name, output_dir, error, time.perf_counter() - started)
-        # Absolute paths: the unpacked transcript lives in a temp folder, away from the user's relative paths.
-        argv = [str(unpacked.transcript), "--output_dir", str(output_dir.absolute()), "--output_name", unpacked.output_name]
-        argv += [*stage2_argv(args), "--audio", str(audio.absolute())]
-        env = stage2_env(args)
-        outcome = _run_with_progress(progress, "align_diarize", str(pack_path), argv, output_dir, args.threads, env, log_name)
+        # Absolute paths: the unpacked transcript lives in a temp folder, away from the user's relative paths. Kept
+        # results are keyed by the transcript's bytes, which the pack holds unchanged: a rerun on a pack is reused.
+        outcome = _align_diarize_one(
+            progress, args, str(pack_path), unpacked.transcript, output_dir.absolute(), stage2_env(args),
+            str(audio.absolute()), log_name, name=unpacked.output_name,
+        )  # fmt: skip
         # The unpacked copy vanishes with the temp folder: name the pack in the error instead.
         outcome.error = outcome.error.replace(f"{unpack_dir}/", f"{pack_path}:")
     return outcome
@@ -491,7 +502,8 @@ def _run_with_progress(
     extra_env: dict[str, str] | None,
     log_name: str | None = None,
 ) -> StageOutcome:
-    task = progress.add_task(f"{stage} {Path(label).name}", total=None)
+    # Until its first progress line a stage imports its libraries (stage 2: torch, 7-13 s): say so, not a bare spinner.
+    task = progress.add_task(f"{stage} {Path(label).name}: loading libraries", total=None)
 
     def show(event: ProgressEvent) -> None:
         if event.kind == "progress":
@@ -523,19 +535,41 @@ def _progress() -> Progress:
 def report(outcomes: Sequence[StageOutcome]) -> int:
     """One line per failure, a summary table, and the exit code: 0, or the first failure's."""
     table = Table(title="stagewhisper", show_lines=False)
-    for column in ("file", "stage", "status", "time", "output / error"):
-        table.add_column(column, overflow="fold")
-    for outcome in outcomes:
+    table.add_column("file", overflow="fold")
+    for column in ("stage", "status", "time"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("output / error", overflow="fold")
+    for outcome, shown in zip(outcomes, display_names([outcome.audio for outcome in outcomes]), strict=True):
         status = ("[cyan]reused[/]" if outcome.reused else "[green]ok[/]") if outcome.ok else f"[red]exit {outcome.exit_code}[/]"
-        detail = str(outcome.outputs[0]) if outcome.ok and outcome.outputs else outcome.error
-        table.add_row(outcome.audio, outcome.stage, status, f"{outcome.seconds:.1f}s", detail)
+        detail = _shown_path(main_output(outcome)) if outcome.ok and outcome.outputs else outcome.error
+        table.add_row(shown, outcome.stage, status, f"{outcome.seconds:.1f}s", detail, end_section=False)
     console.print(table)
     failures = [outcome for outcome in outcomes if not outcome.ok]
     for outcome in failures:
         # stages' own errors usually start with the file already
         message = outcome.error if outcome.error.startswith(f"{outcome.audio}: ") else f"{outcome.audio}: {outcome.error}"
-        console.print(f"[red]error[/]: {message} (log: {outcome.log_path})", highlight=False, soft_wrap=True)
+        log = "" if str(outcome.log_path) in message else f" (log: {outcome.log_path})"  # crash messages name it already
+        console.print(f"[red]error[/]: {message}{log}", highlight=False, soft_wrap=True)
     return failures[0].exit_code if failures else ExitCode.OK
+
+
+def display_names(paths: Sequence[str]) -> list[str]:
+    """The summary's file column: each input's file name, with as many folders as tell apart inputs of the same
+    name. Full paths wrapped mid-word over five lines; the error lines below the table keep the full path."""
+    return ["/".join(parts) for parts in _telling_parts(paths)]
+
+
+def main_output(outcome: StageOutcome) -> Path:
+    """The JSON the stage wrote (its main output), whatever order the outputs were written in."""
+    return next((path for path in outcome.outputs if path.suffix == ".json"), outcome.outputs[0])
+
+
+def _shown_path(path: Path) -> str:
+    """Relative to the working folder when inside it (shorter), else as it is."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def command_setup(args: argparse.Namespace) -> int:
@@ -604,20 +638,22 @@ def command_demo(args: argparse.Namespace) -> int:
     outcomes = transcribe_all(demo_args, extra_env={"HF_HUB_OFFLINE": "1"}, then_stage2=True)  # bundled models only
     code = report(outcomes)
     if code == ExitCode.OK:
-        print_result(next(path for path in outcomes[-1].outputs if path.suffix == ".json"))
+        print_result(main_output(outcomes[-1]), outcomes)
     return code
 
 
-def print_result(path: Path) -> None:
+def print_result(path: Path, outcomes: Sequence[StageOutcome]) -> None:
     result = load_document(path, Result)
     for segment in result.segments:
         speaker = f"[{segment.speaker}] " if segment.speaker else ""
         print(f"[{segment.start:7.2f} -> {segment.end:7.2f}] {speaker}{segment.text.strip()}")
-    stage_times = ", ".join(f"{p.stage} {p.wall_time_s:.1f} s" for p in result.provenance)
+    # this run's times: a rerun reuses the kept result, whose provenance holds the first run's
+    stage_times = ", ".join(f"{o.stage} {'reused' if o.reused else f'{o.seconds:.1f} s'}" for o in outcomes)
     console.print(
         f"{result.audio.duration:.1f} s of audio, {len(result.speakers)} speakers, model {result.model.id} ({result.model.dtype}); "
         f"{stage_times}; outputs in {path.parent}",
         highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -220,7 +220,10 @@ def blas_hint(
         return None
     if find_openblas(candidates) is not None:
         return None
+    # Only MLX on the CPU needs it: CTranslate2 (auto's choice on x86 for bundled-tiny.en and faster-whisper models)
+    # brings its own BLAS, and users of those read this note as a problem they have.
     return (
-        "MLX on CPU will use its single-threaded reference BLAS: "
-        "`sudo apt-get install libopenblas0-pthread` makes transcription ~40x faster"
+        "MLX on the CPU (--backend mlx, or a model without CTranslate2 weights such as the default MLX one) would use "
+        "its single-threaded reference BLAS: `sudo apt-get install libopenblas0-pthread` makes it ~40x faster; "
+        "the CTranslate2 backend does not need it"
     )

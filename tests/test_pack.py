@@ -43,7 +43,12 @@ def error_lines(stderr: str) -> list[str]:
 
 
 def files_besides_logs(folder: Path) -> list[str]:
-    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file() and path.parts[-2] != "logs")
+    """The outputs: not the logs, nor the kept artifacts (OUTPUT_DIR/.stagewhisper/, which make a rerun reuse them)."""
+    return sorted(
+        str(path.relative_to(folder))
+        for path in folder.rglob("*")
+        if path.is_file() and path.parts[-2] != "logs" and ".stagewhisper" not in path.relative_to(folder).parts
+    )
 
 
 def sha256(data: bytes) -> str:

@@ -134,6 +134,12 @@ def test_words_are_timed_inside_their_segments(batch: BatchRun) -> None:
     assert all(segment.text.strip() for segment in transcript.segments)
 
 
+def test_provenance_times_each_step(batch: BatchRun) -> None:
+    timings = _transcript(batch).provenance.timings
+    assert {"decode_audio", "load_model", "vad", "language", "decode"} <= timings.keys(), timings
+    assert timings["decode"] > 0 and sum(timings.values()) <= _transcript(batch).provenance.wall_time_s + timings["decode_audio"] + 0.1
+
+
 def test_words_are_whisperx_words_with_a_score(batch: BatchRun) -> None:
     """As WhisperX writes them: no leading space; `score` is the word's probability until stage 2 aligns it (so a
     `--no_align` result has one per word, not null)."""

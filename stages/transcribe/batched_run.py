@@ -19,7 +19,7 @@ from stages.common.cache import memoized_sha256
 
 from .backend import Backend
 from .batched import RawSegment, speech_chunks, transcribe_chunks, vote_language
-from .pipeline import PROVENANCE_PACKAGES, ProgressHook, TranscribeOptions, refuse_english_only, whisperx_word
+from .pipeline import PROVENANCE_PACKAGES, ProgressHook, TranscribeOptions, refuse_english_only, timed, whisperx_word
 from .vad import VadOptions
 
 LANGUAGE_VOTE_CHUNKS = 8
@@ -130,12 +130,16 @@ def transcribe_batched(audio: DecodedAudio, options: TranscribeOptions, on_progr
 
     started_at, clock = utc_now(), time.perf_counter()
     wanted = dict(options.decoding)
+    timings = dict(options.timings)  # README: per-step timings in provenance
     name = choose_backend(wanted.get("backend", "auto"), options.model)
-    loaded = load_backend(name, options, threads=0)  # 0: the thread variables the CLI set
+    with timed(timings, "load_model"):
+        loaded = load_backend(name, options, threads=0)  # 0: the thread variables the CLI set
     backend = loaded.backend
     vad = vad_options(wanted)
-    chunks = speech_chunks(audio.samples, vad)
-    language = _language(backend, audio, chunks, wanted.get("language"))
+    with timed(timings, "vad"):
+        chunks = speech_chunks(audio.samples, vad)
+    with timed(timings, "language"):
+        language = _language(backend, audio, chunks, wanted.get("language"))
     tokenizer = get_tokenizer(backend.is_multilingual, num_languages=backend.num_languages, language=language.code, task=wanted.get("task"))
     fields = {k: v for k, v in wanted.items() if k in DecodingOptions.model_fields}
     settings = (
@@ -144,7 +148,8 @@ def transcribe_batched(audio: DecodedAudio, options: TranscribeOptions, on_progr
     decoding = DecodingOptions(
         **{**fields, "language": language.code, "compute_type": backend.compute_type, "backend": name, "vad": settings}
     )
-    raw = transcribe_chunks(backend, tokenizer, audio.samples, chunks, decoding, on_progress)
+    with timed(timings, "decode"):  # word timings included (--word_timestamps True)
+        raw = transcribe_chunks(backend, tokenizer, audio.samples, chunks, decoding, on_progress)
     segments = [_segment(index, item, decoding.word_timestamps) for index, item in enumerate(raw)]
     return Transcript(
         audio=audio.info,
@@ -156,7 +161,13 @@ def transcribe_batched(audio: DecodedAudio, options: TranscribeOptions, on_progr
         model=loaded.model,
         decoding=decoding,
         provenance=build_provenance(
-            "transcribe", PROVENANCE_PACKAGES, started_at, time.perf_counter() - clock, device=backend.device, extra_env=options.settings
+            "transcribe",
+            PROVENANCE_PACKAGES,
+            started_at,
+            time.perf_counter() - clock,
+            device=backend.device,
+            extra_env=options.settings,
+            timings=timings,
         ),
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def run(args: argparse.Namespace) -> Path:
     formats = expand_formats(args.output_format)  # fail on a bad format before any work
     if "rttm" in formats:
         raise StageError(ExitCode.USAGE, "--output_format rttm needs speakers, which stage 1 does not find; run stage 2 with --diarize")
+    started = time.perf_counter()
     audio = decode_audio(args.audio, allow_truncated=args.allow_truncated or None)  # None: the environment decides
+    decode_seconds = round(time.perf_counter() - started, 3)
     decoding = {name: getattr(args, name) for name in DecodingOptions.model_fields if name != "compute_type" and hasattr(args, name)}
     decoding["temperature"] = list(temperatures(args.temperature, args.temperature_increment_on_fallback))
     decoding |= {name: getattr(args, name) for name in VAD_FLAG_NAMES}
@@ -68,6 +71,7 @@ def run(args: argparse.Namespace) -> Path:
         download_root=args.model_dir,
         compute_type=None if args.compute_type == "default" else args.compute_type,
         decoding=decoding,
+        timings={"decode_audio": decode_seconds},
     )
 
     def report(done: float, total: float) -> None:

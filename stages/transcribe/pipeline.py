@@ -52,6 +52,17 @@ class TranscribeOptions:
     # DecodingOptions fields as the user gave them (language None = detect); names are mlx_whisper's own.
     decoding: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)  # extra provenance (e.g. --threads)
+    timings: dict[str, float] = field(default_factory=dict)  # steps timed before transcribe() (decode_audio)
+
+
+@contextlib.contextmanager
+def timed(timings: dict[str, float], step: str) -> Iterator[None]:
+    """Seconds the block took, into `timings[step]` (the transcript's provenance.timings)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[step] = round(time.perf_counter() - started, 3)
 
 
 def default_compute_type() -> str:
@@ -75,13 +86,17 @@ def _transcribe_sequential(audio: DecodedAudio, options: TranscribeOptions, on_p
     import mlx.core as mx
 
     started_at, clock = utc_now(), time.perf_counter()
+    timings = dict(options.timings)
     compute_type = options.compute_type or default_compute_type()
-    resolved = resolve_model(options.model, compute_type, options.download_root)
-    model = load_model(resolved, compute_type)
-    language_info = _language(model, audio, options.decoding.get("language"), compute_type)
+    with timed(timings, "load_model"):
+        resolved = resolve_model(options.model, compute_type, options.download_root)
+        model = load_model(resolved, compute_type)
+    with timed(timings, "language"):
+        language_info = _language(model, audio, options.decoding.get("language"), compute_type)
     fields = {k: v for k, v in options.decoding.items() if k in SEQUENTIAL_FIELDS}
     decoding = DecodingOptions(**{**fields, "language": language_info.code, "compute_type": compute_type, "backend": "mlx_whisper"})
-    raw = _run_mlx_whisper(model, str(resolved.folder), audio, decoding, on_progress)
+    with timed(timings, "decode"):
+        raw = _run_mlx_whisper(model, str(resolved.folder), audio, decoding, on_progress)
     segments = [_segment(index, item) for index, item in enumerate(_well_formed(raw["segments"]))]
     return Transcript(
         audio=audio.info,
@@ -99,6 +114,7 @@ def _transcribe_sequential(audio: DecodedAudio, options: TranscribeOptions, on_p
             time.perf_counter() - clock,
             device=mx.default_device().type.name,
             extra_env=options.settings,
+            timings=timings,
         ),
     )
 
