@@ -162,7 +162,8 @@ def test_a_stage_killed_mid_run_is_reported_and_the_next_file_still_runs(tmp_pat
     assert killed, "the stage process of the first file never showed up"
     assert run.returncode == ExitCode.STAGE_CRASHED, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "doomed.wav" in errors[0] and "SIGKILL" in errors[0] and "(log: " in errors[0], stderr
+    assert len(errors) == 1 and "doomed.wav" in errors[0] and "SIGKILL" in errors[0], stderr
+    assert errors[0].count("logs/doomed.wav.transcribe.log") == 1, stderr  # "see LOG", not the log twice
     assert (output_dir / "survivor.transcript.json").is_file()
     assert not [path.name for path in output_dir.iterdir() if "doomed" in path.name]  # nor any temp file
 
