@@ -54,6 +54,8 @@ def usage_warnings(args: argparse.Namespace) -> list[str]:
         warnings += _unused(given, VAD_ONLY, "with --no_vad; drop {them} or --no_vad")
     if "highlight_words" in given and word_times(args) is False:
         warnings.append(f"--highlight_words has no effect without word times; {_word_times_hint(args)}")
+    if "best_of" in given and args.temperature == 0 and args.temperature_increment_on_fallback is None:
+        warnings.append("--best_of has no effect without a fallback to sampling; drop it or --temperature_increment_on_fallback None")
     if "max_line_count" in given and args.max_line_width is None:
         warnings.append("--max_line_count has no effect without --max_line_width; add --max_line_width N")
     return warnings

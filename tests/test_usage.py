@@ -111,6 +111,7 @@ def test_align_diarize_flags_are_checked_before_any_stage(no_stage: None, tmp_pa
         (["run", "--max_line_count", "2"], "--max_line_count has no effect without --max_line_width"),
         (["run", "--no_align", "--align_model", "x"], "--align_model has no effect with --no_align"),
         (["run", "--no_vad", "--vad_onset", "0.4"], "--vad_onset has no effect with --no_vad"),
+        (["run", "--best_of", "3", "--temperature_increment_on_fallback", "None"], "--best_of has no effect without a fallback"),
     ],
 )
 def test_flags_without_effect_are_named_in_a_warning(argv: list[str], expected: str) -> None:
