@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import wave
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,6 @@ class _Decoded:
     source_rate: int | None = SAMPLE_RATE
     source_channels: int | None = 1
     declared_seconds: float | None = None  # what the header/container says it holds; None: it does not say
-    notes: list[str] = field(default_factory=list)
 
 
 def check_readable(path: Path) -> None:
@@ -64,7 +63,7 @@ def decode_audio(path: str | Path, allow_truncated: bool | None = None) -> Decod
         raise StageError(
             ExitCode.BAD_AUDIO, f"{path}: truncated or damaged: {shortfall}; check the file, or pass --allow_truncated to use what is there"
         )
-    notes = [*decoded.notes, *([f"truncated or damaged: {shortfall}; transcribed what is there (--allow_truncated)"] if shortfall else [])]
+    notes = [f"truncated or damaged: {shortfall}; transcribed what is there (--allow_truncated)"] if shortfall else []
     info = AudioInfo(
         path=str(path),
         resolved_path=str(path.resolve()),  # stage 2 and packs find it from any folder
