@@ -98,6 +98,8 @@ def _read_pcm_wav(path: Path) -> _Decoded | None:
             declared = _wav_declared_seconds(reader)
             if (reader.getframerate(), reader.getnchannels(), reader.getsampwidth(), reader.getcomptype()) != (SAMPLE_RATE, 1, 2, "NONE"):
                 return None
+            if reader.getnframes() == 0:
+                return None  # a data size of 0 (some streamed writers): the stdlib reads nothing past it, FFmpeg reads on
             return _Decoded(_pcm_blocks(reader, _frames_present(path, reader)), declared_seconds=declared)
     except (wave.Error, EOFError, OSError, RuntimeError):  # RuntimeError: the stdlib seeking past a damaged chunk
         return None  # not a plain PCM WAV (or a damaged one): PyAV decides, and explains
