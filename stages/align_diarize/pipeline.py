@@ -49,7 +49,8 @@ def find_audio(transcript: Transcript, transcript_path: Path, given: str | None)
 
 def load_matching_audio(transcript: Transcript, path: Path) -> DecodedAudio:
     """The audio, refused unless it is the very file stage 1 transcribed."""
-    audio = decode_audio(path)
+    # stage 1 took a truncated file only with --allow_truncated, and then recorded it: the same file is fine here
+    audio = decode_audio(path, allow_truncated=True if transcript.audio.warnings else None)
     if audio.info.sha256 != transcript.audio.sha256:
         raise StageError(
             ExitCode.BAD_AUDIO,
