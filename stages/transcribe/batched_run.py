@@ -175,9 +175,7 @@ def transcribe_batched(audio: DecodedAudio, options: TranscribeOptions, on_progr
 def _segment(index: int, raw: RawSegment, with_words: bool) -> Segment:
     decoded = raw.decoded
     start, end = round(raw.start, 3), round(raw.end, 3)
-    words = [
-        whisperx_word(w["word"], min(max(w["start"], start), end), min(max(w["end"], start), end), w["probability"]) for w in raw.words
-    ]
+    words = [whisperx_word(w["word"], w["start"], w["end"], w["probability"]) for w in raw.words]  # inside: fit_segments_to_words
     return Segment(
         id=index,
         start=start,

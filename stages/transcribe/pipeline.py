@@ -205,7 +205,10 @@ def _segment(index: int, raw: dict) -> Segment:
     start, end = round(raw["start"], 3), round(raw["end"], 3)
     words = None
     if "words" in raw:
-        words = [_word(w, start, end) for w in raw["words"]]
+        words = [_word(w) for w in raw["words"]]
+        # mlx_whisper moves segments onto their words but may keep a timestamp token past a word that is too
+        # long: the segment then covers the word (never the word squeezed into the segment, to zero length)
+        start, end = min([start, *(w.start for w in words)]), max([end, *(w.end for w in words)])
     return Segment(
         id=index,
         start=start,
@@ -220,11 +223,9 @@ def _segment(index: int, raw: dict) -> Segment:
     )
 
 
-def _word(raw: dict, segment_start: float, segment_end: float) -> Word:
-    """Cross-attention word times can overshoot their segment by a frame: keep them inside it."""
-    start = min(max(round(raw["start"], 3), segment_start), segment_end)
-    end = min(max(round(raw["end"], 3), start), segment_end)
-    return whisperx_word(raw["word"], start, end, raw.get("probability"))
+def _word(raw: dict) -> Word:
+    start = round(raw["start"], 3)
+    return whisperx_word(raw["word"], start, max(round(raw["end"], 3), start), raw.get("probability"))
 
 
 def whisperx_word(text: str, start: float, end: float, probability: float | None) -> Word:
