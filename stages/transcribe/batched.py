@@ -183,6 +183,43 @@ def decode_with_fallback(
     return [r for r in results if r is not None]
 
 
+# Text-only decoding of a window full of speech sometimes ends after its first sentence (tiny.en on 30 s windows:
+# 8 words of ~85, a third of a file's words lost); timestamp tokens restart the text at every segment and do not.
+# Speech holds 3-4 tokens a second: a window with fewer than 1 per second of speech is decoded again with them.
+MIN_TOKENS_PER_SPEECH_SECOND = 1.0
+
+
+def speech_seconds(chunk: SpeechChunk) -> float:
+    return sum(end - start for start, end in chunk.spans)
+
+
+def stopped_early(generated: Generated, chunk: SpeechChunk, tokenizer: Any) -> bool:
+    text_tokens = sum(1 for t in generated.tokens if t < tokenizer.eot)
+    return text_tokens < MIN_TOKENS_PER_SPEECH_SECOND * speech_seconds(chunk)
+
+
+def redecode_with_timestamps(
+    backend: Backend,
+    encoded: Encoded,
+    rows: list[int],
+    prompts: list[list[int]],
+    outcomes: list[tuple[Generated, float, float]],
+    base: GenerateOptions,
+    rules: FallbackRules,
+    tokenizer: Any,
+    best_of: int,
+) -> None:
+    """Decode these rows again with timestamps (`prompts`: theirs, without <|notimestamps|>) and keep only the text
+    tokens, so each chunk is still one segment, as --without_timestamps promises."""
+    from dataclasses import replace
+
+    subset = encoded if rows == list(range(len(outcomes))) else backend.select(encoded, rows)
+    again = decode_with_fallback(backend, subset, prompts, replace(base, without_timestamps=False), rules, tokenizer, best_of)
+    for row, (generated, temperature, ratio) in zip(rows, again, strict=True):
+        text_only = replace(generated, tokens=[t for t in generated.tokens if t < tokenizer.eot])
+        outcomes[row] = (text_only, temperature, ratio)
+
+
 def _generate_rows(
     backend: Backend, encoded: Encoded, prompts: list[list[int]], rows: list[int], options: GenerateOptions
 ) -> list[Generated]:
@@ -367,6 +404,10 @@ def transcribe_chunks(
         encoded = backend.encode([window(samples, chunks[i]) for i in indices])
         prompts = [prompt_tokens(tokenizer, previous[i], decoding.hotwords, decoding.without_timestamps) for i in indices]
         outcomes = decode_with_fallback(backend, encoded, prompts, base, rules, tokenizer, decoding.best_of)
+        early = [row for row, (g, _, _) in enumerate(outcomes) if stopped_early(g, chunks[indices[row]], tokenizer)]
+        if decoding.without_timestamps and early:
+            timed = [prompt_tokens(tokenizer, previous[indices[row]], decoding.hotwords, False) for row in early]
+            redecode_with_timestamps(backend, encoded, early, timed, outcomes, base, rules, tokenizer, decoding.best_of)
         decoded = [DecodedChunk(chunks[i], g, t, r) for i, (g, t, r) in zip(indices, outcomes, strict=True)]
         kept = [row for row, d in enumerate(decoded) if _keep(d, rules)]
         per_row = {row: split_segments(decoded[row], tokenizer) for row in kept}
