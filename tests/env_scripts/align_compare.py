@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from shared.contract import Transcript  # noqa: E402
 from shared.io import load_document  # noqa: E402
-from stages.align_diarize.alignment.align import align_segments  # noqa: E402
+from stages.align_diarize.alignment.align import ALIGN_MARGIN_S, align_segments, alignment_window  # noqa: E402
 from stages.align_diarize.alignment.model import load_align_model, whisperx_alignment  # noqa: E402
 from stages.common.audio import decode_audio  # noqa: E402
 
@@ -40,7 +40,9 @@ def main() -> None:
         model = load_align_model(transcript.language, str(args.model))
     whisperx = whisperx_alignment()
     metadata = {"language": model.language, "dictionary": model.dictionary, "type": model.kind}
-    stock_segments = [{"start": s.start, "end": s.end, "text": s.text} for s in transcript.segments]
+    # the same audio windows for both (ours widens each segment's by ALIGN_MARGIN_S): equal windows, equal word times
+    windows = [alignment_window(s, ALIGN_MARGIN_S, len(audio) / 16000) for s in transcript.segments]
+    stock_segments = [{"start": start, "end": end, "text": s.text} for (start, end), s in zip(windows, transcript.segments, strict=True)]
     runs, stock_words, our_words = [], [], []
     for _ in range(args.runs):
         started = time.perf_counter()

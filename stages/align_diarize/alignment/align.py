@@ -25,6 +25,9 @@ InterpolateMethod = Literal["nearest", "linear", "ignore"]
 LANGUAGES_WITHOUT_SPACES = frozenset({"ja", "zh"})  # whisperx's: one "word" per character
 MIN_WAVEFORM_SAMPLES = 400  # wav2vec2's convolutions need at least this many samples
 MIN_GAP_PER_WORD_S = 0.05  # "nearest": a gap shorter than this per unaligned word is too small to hold them
+# Each segment's audio window reaches this far past its bounds: stage 1's bounds follow its word times, which run
+# ~0.1 s late (benchmarks/word_times.py), and a window that cuts a word's first sounds off moves the word.
+ALIGN_MARGIN_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -51,12 +54,13 @@ def align_segments(
     interpolate_method: InterpolateMethod = "nearest",
     return_char_alignments: bool = False,
     on_progress: Callable[[float], None] | None = None,
+    margin: float = ALIGN_MARGIN_S,
 ) -> AlignedSegments:
     waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
     aligned, interpolated, unaligned = [], 0, 0
     for segment in segments:
         words = _split_words(segment.text, model)
-        if words and not _align_words(words, segment, waveform, model):
+        if words and not _align_words(words, alignment_window(segment, margin, len(audio) / SAMPLE_RATE), waveform, model):
             unaligned += 1
             _spread(words, segment.start, segment.end)
         interpolated += _fill_unaligned(words, segment.start, segment.end, interpolate_method)
@@ -75,13 +79,19 @@ def _known_chars(word: str, dictionary: dict[str, int]) -> list[tuple[int, int]]
     return [(index, dictionary[char.lower()]) for index, char in enumerate(word) if char.lower() in dictionary]
 
 
-def _align_words(words: list[_Word], segment: Segment, waveform: torch.Tensor, model: AlignModel) -> bool:
+def alignment_window(segment: Segment, margin: float, duration: float) -> tuple[float, float]:
+    """The span of audio a segment is aligned in: its bounds widened by `margin`, inside the file."""
+    return max(0.0, segment.start - margin), min(duration, segment.end + margin)
+
+
+def _align_words(words: list[_Word], window: tuple[float, float], waveform: torch.Tensor, model: AlignModel) -> bool:
     """Set the times of words with known characters; False if the segment cannot be aligned at all."""
     alignment = whisperx_alignment()
     backtrack, get_trellis, merge_repeats = alignment.backtrack, alignment.get_trellis, alignment.merge_repeats
 
     tokens, owners = _transcript_tokens(words, model)
-    first, last = int(segment.start * SAMPLE_RATE), int(segment.end * SAMPLE_RATE)
+    window_start, window_end = window
+    first, last = int(window_start * SAMPLE_RATE), int(window_end * SAMPLE_RATE)
     if not tokens or first >= waveform.shape[0]:
         return False
     emission = _emission(waveform[first:last], model)
@@ -90,13 +100,13 @@ def _align_words(words: list[_Word], segment: Segment, waveform: torch.Tensor, m
     path = backtrack(get_trellis(emission, tokens, model.blank_id), emission, tokens, model.blank_id)
     if path is None:
         return False
-    seconds_per_frame = (segment.end - segment.start) / emission.shape[0]
+    seconds_per_frame = (window_end - window_start) / emission.shape[0]  # as whisperx.align
     for char, owner in zip(merge_repeats(path, [str(t) for t in tokens]), owners, strict=True):
         if owner is None:  # the word separator
             continue
         word_index, char_index = owner
-        start = segment.start + char.start * seconds_per_frame
-        end = min(segment.start + char.end * seconds_per_frame, segment.end)
+        start = window_start + char.start * seconds_per_frame
+        end = min(window_start + char.end * seconds_per_frame, window_end)
         _add_char(words[word_index], char_index, start, end, char.score)
     return True
 
