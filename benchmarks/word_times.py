@@ -210,7 +210,7 @@ def print_table(rows: dict[str, dict[str, float]]) -> None:
             f"{100 * row['starts_within_50ms']:.0f} %",
             f"{row['mean_start_lag_ms']:+.0f}",
         )
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)  # a pipe gets 80 columns: headers would wrap
 
 
 def measure(model: str, extra: list[str]) -> tuple[dict[str, dict[str, float]], list[dict]]:
