@@ -86,18 +86,16 @@ def _env() -> dict[str, str]:
     return runtime.stage_environment("transcribe", threads=2) | {"HF_HUB_OFFLINE": "1"}
 
 
-@pytest.fixture(scope="module", params=["mlx", "ctranslate2"])
-def results(request: pytest.FixtureRequest, transcribe_python: Path, sample_wav: Path) -> dict:
-    done = subprocess.run(
-        [str(transcribe_python), "-c", ENV_SCRIPT, str(sample_wav), request.param],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=_env(),
-        timeout=600,
-    )
+def _run_in_env(python: Path, script: str, *args: str) -> dict:
+    """Run `script` (python -c) in the stage-1 env and return the JSON of its last stdout line."""
+    done = subprocess.run([str(python), "-c", script, *args], capture_output=True, text=True, cwd=REPO, env=_env(), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module", params=["mlx", "ctranslate2"])
+def results(request: pytest.FixtureRequest, transcribe_python: Path, sample_wav: Path) -> dict:
+    return _run_in_env(transcribe_python, ENV_SCRIPT, str(sample_wav), request.param)
 
 
 def _text(segments: list[dict]) -> str:
@@ -193,16 +191,7 @@ print(json.dumps({"calls": calls, "kept": [likelihood(g, None) for g, _, _ in ke
 
 @pytest.mark.parametrize("backend", ["mlx", "ctranslate2"])
 def test_best_of_samples_n_candidates_and_keeps_the_likeliest(backend: str, transcribe_python: Path, sample_wav: Path) -> None:
-    done = subprocess.run(
-        [str(transcribe_python), "-c", BEST_OF_SCRIPT, str(sample_wav), backend],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=_env(),
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = _run_in_env(transcribe_python, BEST_OF_SCRIPT, str(sample_wav), backend)
     # 2 chunks: once greedy, then 3 samples each at 0.8, generated a batch's worth (2 rows) at a time
     assert out["calls"] == [{"rows": 2, "temperature": 0.0}] + [{"rows": 2, "temperature": 0.8}] * 3, out
     assert out["kept"] == out["best"], out
