@@ -68,9 +68,8 @@ class EngineSpeakerDiarization(SpeakerDiarization):
         embedder = self._chunk_embedder
         if embedder is None or self.training:
             return super().get_embeddings(file, binary_segmentations, exclude_overlap=exclude_overlap, hook=hook)
-        masks = self.pooling_masks(binary_segmentations, exclude_overlap)
-        num_chunks, num_speakers, _ = masks.shape
-        busy = np.flatnonzero(masks.any(axis=(1, 2)))
+        num_chunks, _, num_speakers = binary_segmentations.data.shape
+        busy = np.flatnonzero((binary_segmentations.data > 0).any(axis=(1, 2)))  # NaN > 0 is False, as stock's nan_to_num
         size = embedder.chunks_per_batch
         batches = [busy[i : i + size] for i in range(0, len(busy), size)]
         if not batches:
@@ -81,7 +80,8 @@ class EngineSpeakerDiarization(SpeakerDiarization):
         embeddings: np.ndarray | None = None
         for done, batch in enumerate(batches, 1):
             waveforms = torch.vstack([self._audio.crop(file, window[c], duration=window.duration, mode="pad")[0][None] for c in batch])
-            batch_embeddings = embedder.embed(waveforms, torch.from_numpy(masks[batch]))
+            masks = self.pooling_masks(binary_segmentations.data[batch], binary_segmentations.sliding_window.duration, exclude_overlap)
+            batch_embeddings = embedder.embed(waveforms, torch.from_numpy(masks))
             if embeddings is None:
                 embeddings = np.empty((num_chunks, num_speakers, batch_embeddings.shape[2]), dtype=batch_embeddings.dtype)
                 embeddings[:] = embedder.silent(num_speakers)  # chunks without speech, as stock embeds them
@@ -91,18 +91,18 @@ class EngineSpeakerDiarization(SpeakerDiarization):
         assert embeddings is not None
         return embeddings
 
-    def pooling_masks(self, binary_segmentations: SlidingWindowFeature, exclude_overlap: bool) -> np.ndarray:
-        """(chunks, speakers, frames): the mask stock pyannote pools each (chunk, speaker) with.
+    def pooling_masks(self, data: np.ndarray, duration: float, exclude_overlap: bool) -> np.ndarray:
+        """(chunks, speakers, frames): the masks stock pyannote pools these chunks' speakers with, from their
+        (chunks, frames, speakers) binarized segmentation. Made per batch: for the whole file at once the float64
+        temporaries took ~0.4 GB at 4 hours.
 
         With `exclude_overlap`, a speaker's frames without overlap if there are more than the embedding's minimum,
         else all its frames (SpeakerDiarization.get_embeddings, vectorised).
         """
-        data = binary_segmentations.data
         masks = np.nan_to_num(data, nan=0.0).astype(np.float32)
         if exclude_overlap:
-            num_chunks, num_frames, _ = data.shape
-            num_samples = binary_segmentations.sliding_window.duration * self._embedding.sample_rate
-            min_num_frames = math.ceil(num_frames * self._embedding.min_num_samples / num_samples)
+            num_frames = data.shape[1]
+            min_num_frames = math.ceil(num_frames * self._embedding.min_num_samples / (duration * self._embedding.sample_rate))
             clean_frames = 1.0 * (np.sum(data, axis=2, keepdims=True) < 2)
             clean = np.nan_to_num(data * clean_frames, nan=0.0).astype(np.float32)
             masks = np.where(np.sum(clean, axis=1, keepdims=True) > min_num_frames, clean, masks)
