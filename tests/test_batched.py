@@ -66,9 +66,9 @@ out["silence"] = run(samples=silence, pieces=speech_chunks(silence, VadOptions()
 # A loop check every chunk fails: each is decoded again at the next temperature, then dropped.
 encoded = backend.encode([window(audio, c) for c in chunks])
 prompts = [prompt_tokens(tokenizer, [], None, False)] * len(chunks)
-rules = FallbackRules((0.0, 0.2), compression_ratio_threshold=0.5, logprob_threshold=None, no_speech_threshold=None)
+rules = FallbackRules((0.0, 0.2), compression_ratio_threshold=0.0, logprob_threshold=None, no_speech_threshold=None)
 out["loop_temperatures"] = [t for _, t, _ in decode_with_fallback(backend, encoded, prompts, GenerateOptions(), rules, tokenizer)]
-out["loop_kept"] = run(compression_ratio_threshold=0.5)
+out["loop_kept"] = run(compression_ratio_threshold=0.0)
 
 # Batch padding: chunk 0 alone, then beside a chunk whose prompt (previous text) is 12 tokens longer.
 greedy = GenerateOptions(without_timestamps=True, suppress_tokens=suppressed_tokens(tokenizer, "-1", False))
@@ -181,7 +181,7 @@ def counting(encoded, prompts, options):  # every candidate the fallback samples
     return out
 
 backend.generate = counting
-rules = FallbackRules((0.0, 0.8), compression_ratio_threshold=0.5, logprob_threshold=None, no_speech_threshold=None)  # all retry
+rules = FallbackRules((0.0, 0.8), compression_ratio_threshold=0.0, logprob_threshold=None, no_speech_threshold=None)  # all retry
 kept = decode_with_fallback(backend, encoded, prompts, GenerateOptions(), rules, tokenizer, best_of=3)
 best = [max(likelihood(g, None) for g in candidates[3 * i : 3 * i + 3]) for i in range(len(chunks))]
 print(json.dumps({"calls": calls, "kept": [likelihood(g, None) for g, _, _ in kept], "best": best,
