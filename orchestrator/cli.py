@@ -44,8 +44,9 @@ from shared.progress import ProgressEvent
 from shared.writers import WriterOptions, expand_formats, result_formats, write_outputs
 
 from . import assets, envs, pack, runtime, workdir
-from .stage_runner import StageInterrupted, StageOutcome, log_path_for, run_stage, stop_running_stages
+from .stage_runner import StageOutcome, log_path_for, stop_running_stages
 from .usage import apply_whisperx_flags, check_usage, usage_warnings
+from .workers import WorkerPool
 
 console = Console(stderr=True)
 
@@ -186,10 +187,28 @@ class Interrupted(Exception):
         self.outcomes = outcomes
 
 
-def _stop_and_collect(pool: ThreadPoolExecutor, pending: list[Pending]) -> list[StageOutcome]:
-    """Stop every running stage, let the threads following them end, and keep the outcomes of what ended."""
+# Files a stage-1 worker holds at once: it decodes their speech chunks in shared batches (a 5 s memo does not fill a
+# batch alone). More would only delay the first transcripts, which stage 2 is waiting for.
+STAGE1_HELD_FILES = 8
+
+
+def _resolved(item: Pending) -> StageOutcome:
+    return item.result() if isinstance(item, Future) else item
+
+
+def _stop_and_collect(
+    pools: Sequence[WorkerPool | None], pending: Sequence[Pending], executor: ThreadPoolExecutor | None = None
+) -> list[StageOutcome]:
+    """Stop every worker (their files in hand end as interrupted), cancel what no worker holds yet, let the threads
+    following them end, and keep the outcomes of what ended."""
     stop_running_stages()
-    pool.shutdown(wait=True, cancel_futures=True)
+    live = [pool for pool in pools if pool is not None]
+    for pool in live:
+        pool.close(cancel=True)
+    if executor is not None:
+        executor.shutdown(wait=True, cancel_futures=True)
+    for pool in live:
+        pool.shutdown(timeout_s=5.0)
     ended: list[StageOutcome] = []
     for item in pending:
         if isinstance(item, StageOutcome):
@@ -197,6 +216,17 @@ def _stop_and_collect(pool: ThreadPoolExecutor, pending: list[Pending]) -> list[
         elif item.done() and not item.cancelled() and item.exception() is None:
             ended.append(item.result())
     return ended
+
+
+@contextlib.contextmanager
+def _workers(*pools: WorkerPool | None) -> Iterator[None]:
+    """The run's worker pools, shut down when it ends (their workers finish what they hold, then exit)."""
+    try:
+        yield
+    finally:
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown()
 
 
 def same_files_once(paths: Sequence[str]) -> list[str]:
@@ -234,8 +264,9 @@ def _telling_parts(paths: Sequence[str]) -> list[tuple[str, ...]]:
 def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = None, then_stage2: bool = False) -> list[StageOutcome]:
     """Stage 1 on every file, each followed by stage 2 when asked; a failing file never stops the others.
 
-    With `--jobs N` > 1, stage 2 of a file runs in the background (up to N at once) while stage 1 goes on with the
-    next file: a pipeline across files, stage 1 keeping the accelerator busy and stage 2 the CPU cores.
+    One long-lived stage-1 worker takes the files (several at a time, batching their speech chunks) and stage-2
+    workers (`--jobs`, default 1) take each transcript as it arrives: both stages busy at once, the cores split
+    between them, every library imported and every model loaded once per run.
     """
     output_dir = Path(args.output_dir)
     audio_files = same_files_once(args.audio)
@@ -248,22 +279,35 @@ def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = 
     if getattr(args, "vad_method", "silero") == "pyannote" and not getattr(args, "no_vad", False):
         export_pyannote_vad(extra_env)
     jobs = max(1, getattr(args, "jobs", 1))
-    stage1_args, stage2_args = split_threads(args, jobs)
+    stage1_args, stage2_args = split_threads(args, jobs, both_stages=then_stage2 and len(audio_files) > 1)
+    worker_log = partial(log_path_for, output_dir, stage="transcribe")
+    stage1 = WorkerPool("transcribe", 1, stage1_args.threads or None, extra_env, worker_log, capacity=STAGE1_HELD_FILES)
+    stage2 = None
+    if then_stage2:
+        stage2 = WorkerPool(
+            "align_diarize", jobs, stage2_args.threads or None, _merged(extra_env, args),
+            partial(log_path_for, output_dir, stage="align_diarize"), prepare_argv=stage2_argv(args),
+        )  # fmt: skip
+    names = list(zip(audio_files, output_names(audio_files), log_names(audio_files), strict=True))
     pending: list[Pending] = []
-    with _progress() as progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage2") as stage2_pool:
+    firsts: list[Pending] = []
+    resolved = 0  # stage-1 outcomes already in PENDING
+    with _progress() as progress, _workers(stage1, stage2):
         try:
-            for audio, name, log_name in zip(audio_files, output_names(audio_files), log_names(audio_files), strict=True):
-                outcome = _transcribe_one(progress, stage1_args, audio, name, log_name, output_dir, stage_argv, extra_env, then_stage2)
+            for audio, name, log_name in names:  # every file queued at once: the worker batches across them
+                firsts.append(_transcribe_one(progress, stage1, stage1_args, audio, name, log_name, output_dir, stage_argv, then_stage2))
+            if stage2 is not None and any(isinstance(first, Future) for first in firsts):
+                stage2.start()  # it imports torch and loads its models while stage 1 decodes
+            for (audio, name, log_name), first in zip(names, firsts, strict=True):
+                outcome = _resolved(first)
                 pending.append(outcome)
-                if then_stage2 and outcome.ok:
+                resolved += 1
+                if stage2 is not None and outcome.ok:
                     transcript = output_dir / f"{name}{TRANSCRIPT_SUFFIX}"
-                    env = _merged(extra_env, args)
-                    stage2 = partial(_align_diarize_one, progress, stage2_args, audio, transcript, output_dir, env, log_name=log_name)
-                    pending.append(stage2_pool.submit(stage2) if jobs > 1 else stage2())
-            return [item.result() if isinstance(item, Future) else item for item in pending]
-        except KeyboardInterrupt as stop:
-            pending += [stop.outcome] if isinstance(stop, StageInterrupted) else []  # the stage this thread followed
-            raise Interrupted(_stop_and_collect(stage2_pool, pending)) from None
+                    pending.append(_align_diarize_one(progress, stage2, stage2_args, audio, transcript, output_dir, log_name=log_name))
+            return [_resolved(item) for item in pending]
+        except KeyboardInterrupt:
+            raise Interrupted(_stop_and_collect([stage1, stage2], [*pending, *firsts[resolved:]])) from None
 
 
 def export_pyannote_vad(extra_env: dict[str, str] | None) -> None:
@@ -283,11 +327,12 @@ def export_pyannote_vad(extra_env: dict[str, str] | None) -> None:
         raise StageError(code, f"exporting WhisperX's VAD model for stage 1 failed: {last}")
 
 
-def split_threads(args: argparse.Namespace, jobs: int) -> tuple[argparse.Namespace, argparse.Namespace]:
-    """Thread counts for stage 1 and each stage-2 process when they run at once: half the cores for stage 1, the
-    rest shared by the stage-2 jobs (at least one each). Why: oversubscribed torch/OpenMP threads spin-wait; on
-    2 cores, 2+2+2 threads measured 2.7x slower than running the files one after another."""
-    if jobs <= 1:
+def split_threads(args: argparse.Namespace, jobs: int, both_stages: bool = False) -> tuple[argparse.Namespace, argparse.Namespace]:
+    """Thread counts for stage 1 and each stage-2 worker. When both stages run at once (several files through `run`,
+    or `--jobs` > 1): half the cores for stage 1, the rest shared by the stage-2 workers (at least one each). Why:
+    oversubscribed torch/OpenMP threads spin-wait; on 2 cores, 2+2+2 threads measured 2.7x slower than running the
+    files one after another."""
+    if jobs <= 1 and not both_stages:
         return args, args
     total = args.threads or runtime.performance_cores()
     stage1 = max(1, total // 2)
@@ -297,15 +342,15 @@ def split_threads(args: argparse.Namespace, jobs: int) -> tuple[argparse.Namespa
 
 def _transcribe_one(
     progress: Progress,
+    pool: WorkerPool,
     args: argparse.Namespace,
     audio: str,
     name: str,
     log_name: str,
     output_dir: Path,
     stage_argv: list[str],
-    extra_env: dict[str, str] | None,
     then_stage2: bool,
-) -> StageOutcome:
+) -> Pending:
     """Stage 1 on one file, or its kept transcript when the same audio was transcribed with the same settings."""
     json_path = output_dir / f"{name}{TRANSCRIPT_SUFFIX}"
     audio_sha256 = workdir.file_sha256(Path(audio))
@@ -319,10 +364,16 @@ def _transcribe_one(
             formats = ["json"] if then_stage2 else expand_formats(args.output_format)  # as the stage would have written
             return _reuse(progress, "transcribe", audio, log_name, kept, output_dir, name, formats, json_path, key, args)
     argv = [audio, "--output_dir", str(output_dir), "--output_name", name, *stage_argv]
-    outcome = _run_with_progress(progress, "transcribe", audio, argv, output_dir, args.threads, extra_env, log_name)
-    if outcome.ok and key is not None:
+    future = _submit(progress, pool, audio, argv, output_dir, log_name)
+    if key is not None:
+        future.add_done_callback(partial(_keep_if_ok, output_dir, key, json_path))
+    return future
+
+
+def _keep_if_ok(output_dir: Path, key: workdir.ArtifactKey, json_path: Path, future: Future[StageOutcome]) -> None:
+    """A stage's result kept for reruns with the same input and settings, once the stage wrote it."""
+    if not future.cancelled() and future.exception() is None and future.result().ok:
         workdir.keep_artifact(output_dir, key, json_path)
-    return outcome
 
 
 def stage1_key_argv(args: argparse.Namespace) -> list[str]:
@@ -332,15 +383,15 @@ def stage1_key_argv(args: argparse.Namespace) -> list[str]:
 
 def _align_diarize_one(
     progress: Progress,
+    pool: WorkerPool,
     args: argparse.Namespace,
     label: str,
     transcript: Path,
     output_dir: Path,
-    extra_env: dict[str, str] | None,
     audio: str | None = None,
     log_name: str | None = None,
     name: str | None = None,
-) -> StageOutcome:
+) -> Pending:
     """Stage 2 on one transcript, or its kept result when the same transcript met the same stage-2 settings;
     outputs named `name` (default: the transcript's)."""
     given_name = name
@@ -361,10 +412,10 @@ def _align_diarize_one(
     argv += ["--output_name", given_name] if given_name else []
     if audio:
         argv += ["--audio", audio]
-    outcome = _run_with_progress(progress, "align_diarize", label, argv, output_dir, args.threads, extra_env, log_name)
-    if outcome.ok and key is not None:
-        workdir.keep_artifact(output_dir, key, output_dir / f"{name}.json")
-    return outcome
+    future = _submit(progress, pool, label, argv, output_dir, log_name)
+    if key is not None:
+        future.add_done_callback(partial(_keep_if_ok, output_dir, key, output_dir / f"{name}.json"))
+    return future
 
 
 def _transcript_audio(transcript_path: Path) -> AudioInfo | None:
@@ -416,37 +467,44 @@ def _reuse(
 def align_diarize_all(args: argparse.Namespace) -> list[StageOutcome]:
     """Stage 2 alone on stage 1's JSON files and packs, in one list; a failing input never stops the others.
 
-    `--jobs N` runs up to N inputs at once, the cores shared between them."""
+    `--jobs N` runs up to N inputs at once on N workers, the cores shared between them."""
     inputs = same_files_once(args.transcripts)
     if args.audio and len(inputs) > 1:
         raise StageError(ExitCode.USAGE, "--audio names the audio of one input; pass one transcript or pack with it")
     jobs = max(1, args.jobs)
     if jobs > 1:
         args = argparse.Namespace(**{**vars(args), "threads": max(1, (args.threads or runtime.performance_cores()) // jobs)})
-    with _progress() as progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage2") as pool:
+    first_output_dir = Path(args.output_dir) if args.output_dir else Path(inputs[0]).parent
+    stage2 = WorkerPool(
+        "align_diarize", jobs, args.threads or None, stage2_env(args),
+        partial(log_path_for, first_output_dir, stage="align_diarize"), prepare_argv=stage2_argv(args),
+    )  # fmt: skip
+    with _progress() as progress, _workers(stage2), ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage2") as pool:
         futures = [
-            pool.submit(_align_diarize_input, progress, args, item, log_name)
+            pool.submit(_align_diarize_input, progress, stage2, args, item, log_name)
             for item, log_name in zip(inputs, log_names(inputs), strict=True)
         ]
         try:
             return [future.result() for future in futures]
         except KeyboardInterrupt:
-            raise Interrupted(_stop_and_collect(pool, list(futures))) from None
+            raise Interrupted(_stop_and_collect([stage2], list(futures), executor=pool)) from None
 
 
-def _align_diarize_input(progress: Progress, args: argparse.Namespace, item: str, log_name: str) -> StageOutcome:
+def _align_diarize_input(progress: Progress, workers: WorkerPool, args: argparse.Namespace, item: str, log_name: str) -> StageOutcome:
     output_dir = Path(args.output_dir) if args.output_dir else Path(item).parent
     if pack.is_pack(Path(item)):
-        outcome = _align_diarize_pack(progress, Path(item), output_dir, args, log_name)
+        outcome = _align_diarize_pack(progress, workers, Path(item), output_dir, args, log_name)
     else:
         audio = str(Path(args.audio).absolute()) if args.audio else _found_audio(Path(item))
-        outcome = _align_diarize_one(progress, args, item, Path(item), output_dir, stage2_env(args), audio, log_name)
+        outcome = _resolved(_align_diarize_one(progress, workers, args, item, Path(item), output_dir, audio, log_name))
     if args.pack_result and outcome.ok:
         _add_result_pack(outcome, output_dir)
     return outcome
 
 
-def _align_diarize_pack(progress: Progress, pack_path: Path, output_dir: Path, args: argparse.Namespace, log_name: str) -> StageOutcome:
+def _align_diarize_pack(
+    progress: Progress, workers: WorkerPool, pack_path: Path, output_dir: Path, args: argparse.Namespace, log_name: str
+) -> StageOutcome:
     """Verify and unpack into a private temp folder, then stage 2 exactly as for a transcript, outputs named after the pack."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="stagewhisper-pack-") as unpack_dir:
@@ -457,10 +515,10 @@ def _align_diarize_pack(progress: Progress, pack_path: Path, output_dir: Path, a
             return _refused(pack_path, log_name, output_dir, error, time.perf_counter() - started)
         # Absolute paths: the unpacked transcript lives in a temp folder, away from the user's relative paths. Kept
         # results are keyed by the transcript's bytes, which the pack holds unchanged: a rerun on a pack is reused.
-        outcome = _align_diarize_one(
-            progress, args, str(pack_path), unpacked.transcript, output_dir.absolute(), stage2_env(args),
+        outcome = _resolved(_align_diarize_one(
+            progress, workers, args, str(pack_path), unpacked.transcript, output_dir.absolute(),
             str(audio.absolute()), log_name, name=unpacked.output_name,
-        )  # fmt: skip
+        ))  # fmt: skip
         # The unpacked copy vanishes with the temp folder: name the pack in the error instead.
         outcome.error = outcome.error.replace(f"{unpack_dir}/", f"{pack_path}:")
     return outcome
@@ -492,27 +550,25 @@ def _merged(extra_env: dict[str, str] | None, args: argparse.Namespace) -> dict[
     return {**(extra_env or {}), **stage2_env(args)}
 
 
-def _run_with_progress(
-    progress: Progress,
-    stage: str,
-    label: str,
-    argv: list[str],
-    output_dir: Path,
-    threads: int,
-    extra_env: dict[str, str] | None,
-    log_name: str | None = None,
-) -> StageOutcome:
-    # Until its first progress line a stage imports its libraries (stage 2: torch, 7-13 s): say so, not a bare spinner.
-    task = progress.add_task(f"{stage} {Path(label).name}: loading libraries", total=None)
+def _submit(
+    progress: Progress, pool: WorkerPool, label: str, argv: list[str], output_dir: Path, log_name: str | None = None
+) -> Future[StageOutcome]:
+    """Queue one file on the stage's workers, with a progress line that follows it."""
+    stage = pool.stage
+    task = progress.add_task(f"{stage} {Path(label).name}: queued", total=None)
 
     def show(event: ProgressEvent) -> None:
         if event.kind == "progress":
             step = f": {event.message}" if event.message else ""
             progress.update(task, total=event.total, completed=event.done, description=f"{stage} {Path(label).name}{step}")
 
-    outcome = run_stage(stage, label, argv, output_dir, threads or None, extra_env, on_event=show, log_name=log_name)
-    progress.update(task, total=1, completed=1, description=_task_label(outcome))
-    return outcome
+    def ended(future: Future[StageOutcome]) -> None:
+        if not future.cancelled():
+            progress.update(task, total=1, completed=1, description=_task_label(future.result()))
+
+    future = pool.submit(argv, label, log_path_for(output_dir, log_name or label, stage), on_event=show)
+    future.add_done_callback(ended)
+    return future
 
 
 def _task_label(outcome: StageOutcome) -> str:

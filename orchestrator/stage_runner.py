@@ -1,27 +1,20 @@
-"""Running one stage as a subprocess of its own environment: progress on stdout, everything else in a log."""
+"""What running a stage process involves besides the process itself: outcomes, logs, and stopping them all on Ctrl-C."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from shared.errors import ExitCode
-from shared.progress import ProgressEvent, parse
-from shared.provenance import recorded_settings
 
-from . import envs, runtime
-
-ERROR_MARKER = ": error: "
 STOP_GRACE_S = 5.0  # how long a stopped stage may take to exit on SIGTERM before SIGKILL
 
 # the stage processes running now, to stop them on Ctrl-C; and those stopped so, to report them as interrupted
@@ -74,103 +67,25 @@ def open_log(log_path: Path) -> tuple[Path, TextIO]:
         return log_path, log_path.open("w", encoding="utf-8")
 
 
-def run_stage(
-    stage: str,
-    audio: str,
-    argv: Sequence[str],
-    output_dir: Path,
-    threads: int | None = None,
-    extra_env: Mapping[str, str] | None = None,
-    on_event: Callable[[ProgressEvent], None] | None = None,
-    log_name: str | None = None,
-) -> StageOutcome:
-    """Run `python -m stages.<stage> ARGV` in the stage's env; never raises for a stage's own failure.
-
-    The log is LOG_NAME.STAGE.log (default: the input's file name) in OUTPUT_DIR/logs."""
-    started = time.perf_counter()
-    log_path = log_path_for(output_dir, log_name or audio, stage)
-    python = envs.ensure_ready(stage)
-    env = runtime.stage_environment(stage, threads=threads)
-    env.update(extra_env or {})
-    # -P: the user's folder is the working directory, and a `shared/` or `stages/` there must not shadow ours
-    command = [str(python), "-P", "-m", f"stages.{stage}", *argv]
-    outputs: list[Path] = []
-    log_path, log_file = open_log(log_path)
-    with log_file as log:
-        log.write(f"$ {shlex.join(command)}\n")
-        log.write("".join(f"# {key}={value}\n" for key, value in sorted(recorded_settings(env).items())))
-        log.flush()
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            # the user's folder: relative paths on the command line mean what they typed (the stages are installed in the env)
-            cwd=None,
-            # its own session: Ctrl-C (SIGINT to the terminal's process group) reaches the orchestrator only, which then
-            # stops its stages itself (stop_running_stages) instead of each printing a KeyboardInterrupt traceback
-            start_new_session=True,
-        )
-        with _registered(process):
-            try:
-                _read_events(process, log, outputs, on_event)
-                exit_code = process.wait()
-            except KeyboardInterrupt:  # Ctrl-C while this thread followed the stage: stop it and every other one
-                log.write("# interrupted: stopping the stages\n")
-                log.flush()
-                stop_running_stages()
-                interrupted, exit_code = True, process.wait()
-            else:
-                interrupted = False
-        seconds = time.perf_counter() - started
-        log.write(f"# exit status {exit_code} after {seconds:.1f} s\n")
-    outcome = StageOutcome(stage, audio, exit_code, seconds, log_path, outputs)
-    if process.pid in _stopped:
-        outcome.exit_code, outcome.error = ExitCode.INTERRUPTED, "interrupted: stopped with the run"
-    elif exit_code != ExitCode.OK:
-        outcome.exit_code, outcome.error = describe_failure(stage, exit_code, log_path)
-    if interrupted:
-        raise StageInterrupted(outcome)
-    return outcome
-
-
-class StageInterrupted(KeyboardInterrupt):
-    """Ctrl-C while the calling thread followed a stage: the stages were stopped; carries that stage's outcome."""
-
-    def __init__(self, outcome: StageOutcome) -> None:
-        super().__init__()
-        self.outcome = outcome
-
-
-def _read_events(
-    process: subprocess.Popen[str], log: TextIO, outputs: list[Path], on_event: Callable[[ProgressEvent], None] | None
-) -> None:
-    """Progress events go to ON_EVENT (and outputs into OUTPUTS); anything else the stage prints, to its log."""
-    assert process.stdout is not None
-    for line in process.stdout:
-        event = parse(line)
-        if event is None:
-            log.write(line)
-            continue
-        if event.kind == "output":
-            outputs.append(Path(event.message))
-        if on_event:
-            on_event(event)
-
-
-@contextlib.contextmanager
-def _registered(process: subprocess.Popen[str]) -> Iterator[None]:
+def register_process(process: subprocess.Popen[str]) -> None:
+    """A stage process to stop with the run (Ctrl-C, SIGTERM)."""
     with _running_lock:
         _running[process.pid] = process
-    try:
-        yield
-    finally:
-        with _running_lock:
-            _running.pop(process.pid, None)
+
+
+def unregister_process(process: subprocess.Popen[str]) -> None:
+    with _running_lock:
+        _running.pop(process.pid, None)
+
+
+def was_stopped(process: subprocess.Popen[str]) -> bool:
+    """Whether stop_running_stages stopped it (its files were interrupted, not crashed)."""
+    with _running_lock:
+        return process.pid in _stopped
+
+
+def signal_name(number: int) -> str:
+    return signal.Signals(number).name if number in signal.Signals._value2member_map_ else str(number)
 
 
 def stop_running_stages(grace_s: float = STOP_GRACE_S) -> None:
@@ -192,25 +107,3 @@ def stop_running_stages(grace_s: float = STOP_GRACE_S) -> None:
 def _signal_group(process: subprocess.Popen[str], signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)  # its own session: the group's id is its pid, and takes any child it started
-
-
-def describe_failure(stage: str, exit_code: int, log_path: Path) -> tuple[int, str]:
-    """The stage's own one-line error if it printed one, else what killed it."""
-    if exit_code < 0:
-        name = signal.Signals(-exit_code).name if -exit_code in signal.Signals._value2member_map_ else str(-exit_code)
-        return ExitCode.STAGE_CRASHED, f"stage {stage} was killed by {name}; see {log_path}"
-    stated = last_error_line(log_path)
-    if stated and exit_code in ExitCode._value2member_map_:
-        return exit_code, stated
-    return ExitCode.STAGE_CRASHED, f"stage {stage} exited with code {exit_code}; see {log_path}"
-
-
-def last_error_line(log_path: Path) -> str:
-    try:
-        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return ""
-    for line in reversed(lines):
-        if ERROR_MARKER in line and line.startswith("stagewhisper "):
-            return line.split(ERROR_MARKER, 1)[1].strip()
-    return ""

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Literal, NoReturn, TextIO
@@ -29,7 +30,19 @@ class ProgressEvent:
     message: str = ""
 
 
+# A long-lived worker sends events as its own protocol messages (stages.common.worker); None: print them on stdout.
+_sink: Callable[[ProgressEvent], None] | None = None
+
+
+def send_events_to(sink: Callable[[ProgressEvent], None] | None) -> None:
+    global _sink
+    _sink = sink
+
+
 def emit(event: ProgressEvent, stream: TextIO | None = None) -> None:
+    if _sink is not None and stream is None:
+        _sink(event)
+        return
     stream = stream or sys.stdout
     try:
         stream.write(EVENT_PREFIX + json.dumps(asdict(event)) + "\n")

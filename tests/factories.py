@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+
+from orchestrator.stage_runner import StageOutcome
 from shared import (
     AudioInfo,
     DecodingOptions,
@@ -95,3 +101,30 @@ def make_result(segments: list[Segment], language: str = "en", turns: list[Speak
         diarization=None if turns is None else DiarizationInfo(pipeline="bundled", source="bundled", weights=[]),
         provenance=[provenance("transcribe"), provenance("align_diarize")],
     )
+
+
+class FakeWorkerPool:
+    """Stands in for orchestrator.workers.WorkerPool where a test checks the orchestrator's own logic (paths, cache,
+    summary): each job runs at once through RUN(stage, label, argv, log_path), which writes what the stage would."""
+
+    def __init__(self, run: Callable[[str, str, list[str], Path], StageOutcome], stage: str, *args: object, **kwargs: object) -> None:
+        self.run, self.stage = run, stage
+
+    def submit(self, argv: Sequence[str], label: str, log_path: Path, on_event: object = None) -> Future[StageOutcome]:
+        future: Future[StageOutcome] = Future()
+        future.set_result(self.run(self.stage, label, list(argv), log_path))
+        return future
+
+    def start(self) -> None:
+        return None
+
+    def close(self, cancel: bool = False) -> None:
+        return None
+
+    def shutdown(self, timeout_s: float = 0.0) -> None:
+        return None
+
+
+def fake_worker_pools(run: Callable[[str, str, list[str], Path], StageOutcome]) -> Callable[..., FakeWorkerPool]:
+    """What to put in place of `orchestrator.cli.WorkerPool`."""
+    return functools.partial(FakeWorkerPool, run)

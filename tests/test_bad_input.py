@@ -149,7 +149,8 @@ def test_read_only_output_folder_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_stage_killed_mid_run_is_reported_and_the_next_file_still_runs(tmp_path: Path, sample_wav: Path) -> None:
-    """kill -9 of the first file's stage process: exit 8 with its log path, no half-written output, file 2 done."""
+    """kill -9 of the stage worker on the first file: exit 8 with its log path, no half-written output, and a new worker
+    does file 2."""
     doomed, survivor = tmp_path / "doomed.wav", tmp_path / "survivor.wav"
     shutil.copy(sample_wav, doomed)
     shutil.copy(sample_wav, survivor)
@@ -157,7 +158,7 @@ def test_a_stage_killed_mid_run_is_reported_and_the_next_file_still_runs(tmp_pat
     command = ["stagewhisper", "transcribe", doomed, survivor, "--model", "bundled-tiny.en", "--language", "en", "--output_dir", output_dir]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
     with subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env) as run:
-        killed = _kill_stage_of(doomed, deadline_s=60)
+        killed = _kill_stage_of(output_dir / "logs" / "doomed.wav.transcribe.log", deadline_s=60)
         _, stderr = run.communicate(timeout=300)
     assert killed, "the stage process of the first file never showed up"
     assert run.returncode == ExitCode.STAGE_CRASHED, stderr
@@ -168,33 +169,33 @@ def test_a_stage_killed_mid_run_is_reported_and_the_next_file_still_runs(tmp_pat
     assert not [path.name for path in output_dir.iterdir() if "doomed" in path.name]  # nor any temp file
 
 
-def _kill_stage_of(audio: Path, deadline_s: float) -> bool:
-    """SIGKILL the stage process working on `audio` once it has run a moment (it is then loading or decoding)."""
-    import signal
+def worker_on(log: Path, deadline_s: float) -> int | None:
+    """The pid of the stage worker that started the file whose log is LOG (it says so there), once it has."""
+    import re
     import time
 
     started = time.monotonic()
     while time.monotonic() - started < deadline_s:
-        found = _pids_running(["-m", "stages.transcribe", str(audio)])
-        if found:
-            time.sleep(1.5)
-            for pid in found:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def _pids_running(arguments: list[str]) -> list[str]:
-    """PIDs whose command line contains `arguments` in a row (read from /proc, Linux)."""
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         with contextlib.suppress(OSError):
-            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
-            if any(argv[i : i + len(arguments)] == arguments for i in range(len(argv))):
-                pids.append(cmdline.parent.name)
-    return pids
+            found = re.search(r"^# worker (\d+): started this file$", log.read_text(), re.MULTILINE)
+            if found:
+                return int(found.group(1))
+        time.sleep(0.1)
+    return None
+
+
+def _kill_stage_of(log: Path, deadline_s: float) -> bool:
+    """SIGKILL the stage worker working on the file of LOG once it has run a moment (it is then decoding)."""
+    import signal
+    import time
+
+    pid = worker_on(log, deadline_s)
+    if pid is None:
+        return False
+    time.sleep(1.0)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return True
 
 
 def test_relative_paths_mean_the_users_folder_even_with_a_shared_folder_there(tmp_path: Path, sample_wav: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from shared.errors import ExitCode
 
-from .test_bad_input import _pids_running
+from .test_bad_input import worker_on
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,16 +28,6 @@ def _repeat(source: Path, destination: Path, times: int) -> None:
     with wave.open(str(destination), "wb") as writer:
         writer.setparams(params)
         writer.writeframes(frames * times)
-
-
-def _wait_for_stage(audio: Path, deadline_s: float) -> list[str]:
-    started = time.monotonic()
-    while time.monotonic() - started < deadline_s:
-        found = _pids_running(["-m", "stages.transcribe", str(audio)])
-        if found:
-            return found
-        time.sleep(0.1)
-    return []
 
 
 @pytest.mark.slow
@@ -55,20 +45,20 @@ def test_interrupt_stops_the_stage_prints_what_finished_and_leaves_no_traceback(
     with subprocess.Popen(
         list(map(str, command)), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, start_new_session=True
     ) as run:
-        stage = _wait_for_stage(second, deadline_s=300)
-        time.sleep(1.5)  # loading or decoding
+        worker = worker_on(output_dir / "logs" / "second.wav.transcribe.log", deadline_s=300)
+        time.sleep(1.5)  # decoding
         if sent == signal.SIGINT:
             os.killpg(run.pid, sent)
         else:  # a kill of the orchestrator alone
             run.send_signal(sent)
         _, stderr = run.communicate(timeout=60)
-    assert stage, "stage 1 of the second file never started"
+    assert worker, "stage 1 of the second file never started"
     assert run.returncode == expected, stderr
     assert re.search(r"first\.wav\s*│\s*transcribe\s*│\s*ok", stderr), stderr  # the summary: what finished
     assert "interrupted" in stderr, stderr
     assert (output_dir / "first.transcript.json").is_file()
     time.sleep(0.5)
-    assert _pids_running(["-m", "stages.transcribe", str(second)]) == []
+    assert not Path(f"/proc/{worker}").exists()  # the worker is gone
     log = (output_dir / "logs" / "second.wav.transcribe.log").read_text()
     assert "Traceback" not in log and "unexpected failure" not in log, log
     assert not [path.name for path in output_dir.iterdir() if path.name.startswith("second")]

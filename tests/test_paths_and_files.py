@@ -12,22 +12,22 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli, workdir
-from orchestrator.stage_runner import StageOutcome, log_path_for
+from orchestrator.stage_runner import StageOutcome
 from shared.contract import AudioInfo, Transcript
 from shared.io import TRANSCRIPT_SUFFIX, atomic_binary_output, load_document, write_document, write_text_atomic
 from shared.schema import schema_text
 
-from .factories import greeting_segments, make_result, make_transcript
+from .factories import fake_worker_pools, greeting_segments, make_result, make_transcript
 
 
 class FakeStages:
-    """Stands in for `run_stage`: records each call and writes what the stage would (sha256 taken from the audio)."""
+    """Stands in for the stage workers: records each job and writes what the stage would (sha256 taken from the audio)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, list[str], Path]] = []
 
-    def __call__(self, stage: str, label: str, argv: list[str], output_dir: Path, *args: object, **kwargs: object) -> StageOutcome:
-        log = log_path_for(output_dir, str(kwargs.get("log_name") or Path(label).name), stage)
+    def __call__(self, stage: str, label: str, argv: list[str], log: Path) -> StageOutcome:
+        output_dir = Path(argv[argv.index("--output_dir") + 1])
         self.calls.append((stage, label, list(argv), log))
         if stage == "transcribe":
             json_path = output_dir / f"{argv[argv.index('--output_name') + 1]}{TRANSCRIPT_SUFFIX}"
@@ -52,7 +52,7 @@ class FakeStages:
 @pytest.fixture
 def fake_stages(monkeypatch: pytest.MonkeyPatch) -> FakeStages:
     fake = FakeStages()
-    monkeypatch.setattr(cli, "run_stage", fake)
+    monkeypatch.setattr(cli, "WorkerPool", fake_worker_pools(fake))
     return fake
 
 

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli, pack, workdir
-from orchestrator.stage_runner import StageOutcome, log_path_for
+from orchestrator.stage_runner import StageOutcome
 from shared.contract import AudioInfo, Transcript
 from shared.io import TRANSCRIPT_SUFFIX, load_document, write_document
 
-from .factories import greeting_segments, make_result, make_transcript
+from .factories import fake_worker_pools, greeting_segments, make_result, make_transcript
 
 
-def fake_run_stage(stage: str, label: str, argv: list[str], output_dir: Path, *args: object, **kwargs: object) -> StageOutcome:
+def fake_run_stage(stage: str, label: str, argv: list[str], log: Path) -> StageOutcome:
     """What a stage writes: stage 1 a transcript of the audio's bytes, stage 2 a result named by --output_name."""
-    log = log_path_for(output_dir, str(kwargs.get("log_name") or Path(label).name), stage)
+    output_dir = Path(argv[argv.index("--output_dir") + 1])
     name = argv[argv.index("--output_name") + 1] if "--output_name" in argv else Path(argv[0]).name.removesuffix(TRANSCRIPT_SUFFIX)
     if stage == "transcribe":
         audio = Path(argv[0])
@@ -38,7 +38,7 @@ def fake_run_stage(stage: str, label: str, argv: list[str], output_dir: Path, *a
 @pytest.fixture
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "run_stage", fake_run_stage)
+    monkeypatch.setattr(cli, "WorkerPool", fake_worker_pools(fake_run_stage))
     monkeypatch.setenv("COLUMNS", "100")
     return tmp_path.resolve()
 

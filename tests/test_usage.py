@@ -21,7 +21,7 @@ def no_stage(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a stage or an environment was started")
 
-    for name in ("run_stage", "export_pyannote_vad"):
+    for name in ("WorkerPool", "export_pyannote_vad"):
         monkeypatch.setattr(cli, name, refuse)
     monkeypatch.setattr(cli.envs, "ensure_ready", refuse)
     monkeypatch.setattr(cli.envs, "setup_all", refuse)

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import traceback
 from pathlib import Path
 
 from shared.contract import Transcript
-from shared.errors import ExitCode, StageError
+from shared.errors import ExitCode
 from shared.flags import ALIGN_FLAGS, DIARIZE_FLAGS, HF_TOKEN_FLAG, STAGE2_MODEL_DIR_FLAG, THREADS_FLAG, WRITER_FLAGS, add_flags
 from shared.io import TRANSCRIPT_SUFFIX, load_document
 from shared.progress import ProgressEvent, emit, stop_quietly_on_sigterm
 from shared.provenance import THREAD_ENV_VARS
+from stages.common.worker import failure
+
+from .diarization.options import DiarizeOptions  # light: no torch or pyannote
 
 STAGE = "align_diarize"
 
@@ -45,30 +46,28 @@ def output_stem(transcript_path: Path) -> str:
     return name[: -len(TRANSCRIPT_SUFFIX)] if name.endswith(TRANSCRIPT_SUFFIX) else transcript_path.stem
 
 
+def diarize_options(args: argparse.Namespace) -> DiarizeOptions:
+    return DiarizeOptions(
+        pipeline=args.diarize_model,
+        hf_token=args.hf_token or os.environ.get("HF_TOKEN") or None,
+        model_dir=args.model_dir,
+        num_speakers=args.num_speakers,
+        min_speakers=args.min_speakers,
+        max_speakers=args.max_speakers,
+        speaker_embeddings=args.speaker_embeddings,
+        speed=args.diarize_speed,
+    )
+
+
 def run(args: argparse.Namespace) -> Path:
     from shared.writers import WriterOptions, result_formats, write_outputs
 
-    from .diarization.options import DiarizeOptions
     from .pipeline import Stage2Options, align_and_diarize, find_audio
 
     formats = result_formats(args.output_format, args.diarize)  # fail on a bad format before any work
     transcript_path = Path(args.transcript)
     transcript = load_document(transcript_path, Transcript)
     audio_path = find_audio(transcript, transcript_path, args.audio)
-    diarize_options = (
-        DiarizeOptions(
-            pipeline=args.diarize_model,
-            hf_token=args.hf_token or os.environ.get("HF_TOKEN") or None,
-            model_dir=args.model_dir,
-            num_speakers=args.num_speakers,
-            min_speakers=args.min_speakers,
-            max_speakers=args.max_speakers,
-            speaker_embeddings=args.speaker_embeddings,
-            speed=args.diarize_speed,
-        )
-        if args.diarize
-        else None
-    )
     options = Stage2Options(
         align=not args.no_align,
         align_model=args.align_model,
@@ -76,7 +75,7 @@ def run(args: argparse.Namespace) -> Path:
         align_device=args.align_device,
         interpolate_method=args.interpolate_method,
         return_char_alignments=args.return_char_alignments,
-        diarize=diarize_options,
+        diarize=diarize_options(args) if args.diarize else None,
     )
 
     def report(step: str, done: float, total: float) -> None:
@@ -99,15 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     apply_threads(args.threads)
     try:
         run(args)
-    except StageError as error:
-        print(f"stagewhisper {STAGE}: error: {error.message}", file=sys.stderr)
-        return int(error.exit_code)
-    except Exception as error:  # noqa: BLE001 - anything else is a bug: full traceback for the log
-        traceback.print_exc()
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        print(
-            f"stagewhisper {STAGE}: error: unexpected failure on {args.transcript} ({reason}); please report it with the log",
-            file=sys.stderr,
-        )
-        return int(ExitCode.FAILED)
+    except Exception as error:  # noqa: BLE001 - a StageError is one line; anything else a bug, with its traceback
+        return failure(STAGE, args.transcript, error)[0]
     return int(ExitCode.OK)

@@ -8,6 +8,7 @@ model is neither cached nor downloadable, and the hash of the weights that ran.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import os
@@ -66,6 +67,7 @@ def default_model_name(language: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=2)  # once per process: a worker's files in one language share it (read-only in inference)
 def load_align_model(language: str, name: str | None = None, model_dir: str | None = None, device: str = "cpu") -> AlignModel:
     import torchaudio
 

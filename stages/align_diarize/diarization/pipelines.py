@@ -7,6 +7,7 @@ Pipelines: the hub's `pyannote/speaker-diarization-3.1` (gated: needs an HF toke
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,14 +41,9 @@ ProgressHook = Callable[[str, float], None]  # (step, fraction done)
 
 
 def load_pipeline(options: DiarizeOptions) -> tuple[Any, DiarizationInfo]:
-    """The pipeline on CPU and the record of what it is; a missing model is one StageError line."""
-    if options.pipeline == BUNDLED_PIPELINE:
-        pipeline = load_bundled_pipeline()
-        weights = [_weights_file(path) for path in bundled_assets().values()]
-        source = "bundled"
-    else:
-        pipeline, weights, source = _load_pretrained(options)
-    engine = EngineSpeakerDiarization.from_pipeline(pipeline, options.speed)
+    """The pipeline on CPU and the record of what it is; a missing model is one StageError line. Loaded once per
+    process for the same model and speed (a worker's files share it: pyannote's pipelines keep no state per file)."""
+    engine, weights, source, speed = _loaded_pipeline(options.pipeline, options.hf_token, options.model_dir, options.speed)
     info = DiarizationInfo(
         pipeline=options.pipeline,
         source=source,  # type: ignore[arg-type]
@@ -55,29 +51,39 @@ def load_pipeline(options: DiarizeOptions) -> tuple[Any, DiarizationInfo]:
         num_speakers=options.num_speakers,
         min_speakers=options.min_speakers,
         max_speakers=options.max_speakers,
-        speed=options.speed if engine is not pipeline else "stock",
+        speed=speed,
     )
-    return engine.to(torch.device("cpu")), info
+    return engine, info
 
 
-def _load_pretrained(options: DiarizeOptions) -> tuple[Any, list[WeightsFile], str]:
+@functools.lru_cache(maxsize=1)
+def _loaded_pipeline(name: str, hf_token: str | None, model_dir: str | None, speed: str) -> tuple[Any, list[WeightsFile], str, str]:
+    if name == BUNDLED_PIPELINE:
+        pipeline = load_bundled_pipeline()
+        weights = [_weights_file(path) for path in bundled_assets().values()]
+        source = "bundled"
+    else:
+        pipeline, weights, source = _load_pretrained(name, hf_token, model_dir)
+    engine = EngineSpeakerDiarization.from_pipeline(pipeline, speed)
+    return engine.to(torch.device("cpu")), weights, source, speed if engine is not pipeline else "stock"
+
+
+def _load_pretrained(name: str, hf_token: str | None, model_dir: str | None) -> tuple[Any, list[WeightsFile], str]:
     from pyannote.audio import Pipeline
 
-    local = Path(options.pipeline).expanduser()
+    local = Path(name).expanduser()
     source = "local" if local.exists() else "hf"
     if source == "local" and local.is_dir():
         local = local / "config.yaml"
     try:
         with contextlib.redirect_stdout(sys.stderr), pyannote_checkpoints_allowed():
-            pipeline = Pipeline.from_pretrained(
-                str(local) if source == "local" else options.pipeline, use_auth_token=options.hf_token, cache_dir=options.model_dir
-            )
+            pipeline = Pipeline.from_pretrained(str(local) if source == "local" else name, use_auth_token=hf_token, cache_dir=model_dir)
     except Exception as error:  # noqa: BLE001 - hub, file and checkpoint errors all mean "cannot load it"
         raise StageError(
-            ExitCode.MODEL_UNAVAILABLE, f"diarization pipeline {options.pipeline} could not be loaded ({_reason(error)}); {WAYS_OUT}"
+            ExitCode.MODEL_UNAVAILABLE, f"diarization pipeline {name} could not be loaded ({_reason(error)}); {WAYS_OUT}"
         ) from None
     if pipeline is None:  # pyannote's answer to a gated or private repo without a valid token
-        raise StageError(ExitCode.MODEL_UNAVAILABLE, f"diarization pipeline {options.pipeline} is gated or private; {WAYS_OUT}")
+        raise StageError(ExitCode.MODEL_UNAVAILABLE, f"diarization pipeline {name} is gated or private; {WAYS_OUT}")
     weights = [_weights_file(Path(local))] if source == "local" else []
     return pipeline, weights, source
 
