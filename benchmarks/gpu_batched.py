@@ -5,7 +5,7 @@ noise, 100 tokens forced per window (end-of-text suppressed), as the reference m
 "random-weight large-v3, fp16, batch 64, 100 tokens per 30 s window: PyTorch eager 628x, MLX (mlx_whisper's
 model code) 276x". Paths timed:
 
-- `ours`: `stages.transcribe.backend_mlx.MlxBackend.encode` + `.generate` (greedy, GPU logit rules, KV cache).
+- `ours`: `stages.transcribe.backends.mlx_backend.MlxBackend.encode` + `.generate` (greedy, GPU logit rules, KV cache).
 - `mlxw-loop`: mlx_whisper's modules as mlx_whisper's DecodingTask drives them: `model.encoder(mel)`, then
   `Inference.logits` (its `model.decoder(tokens, audio_features, kv_cache)`) + `SuppressTokens` +
   `GreedyDecoder.update`, one step ahead with `mx.async_eval`, 100 steps.
@@ -84,10 +84,10 @@ from mlx_whisper.audio import log_mel_spectrogram  # noqa: E402
 from mlx_whisper.tokenizer import get_tokenizer  # noqa: E402
 from mlx_whisper.whisper import ModelDimensions, Whisper  # noqa: E402
 
-from stages.transcribe import mlx_forward as fwd  # noqa: E402
-from stages.transcribe.backend import GenerateOptions  # noqa: E402
-from stages.transcribe.backend_mlx import N_FRAMES, N_SAMPLES, MlxBackend  # noqa: E402
-from stages.transcribe.logit_rules import RowHistory  # noqa: E402
+from stages.transcribe.backends import mlx_forward as fwd  # noqa: E402
+from stages.transcribe.backends.base import GenerateOptions  # noqa: E402
+from stages.transcribe.backends.logit_rules import RowHistory  # noqa: E402
+from stages.transcribe.backends.mlx_backend import N_FRAMES, N_SAMPLES, MlxBackend  # noqa: E402
 
 GIB = 1 << 30
 
@@ -432,7 +432,7 @@ def micro(model: Whisper, tokenizer: Any, batch: int, args: argparse.Namespace, 
     layers in one evaluation), plus copy bandwidth, a large matrix product and a step-ahead greedy loop."""
     if fwd.on_cpu() and dtype == mx.float32:
         raise SystemExit("--micro times MLX's decoder operations; in float32 on the CPU device the decoder runs in numpy "
-                         "(stages/transcribe/cpu_decoder.py): pass --dtype float16 to time MLX's CPU operations")  # fmt: skip
+                         "(stages/transcribe/backends/cpu_decoder.py): pass --dtype float16 to time MLX's CPU operations")  # fmt: skip
     decoder, dims = model.decoder, model.dims
     layers, heads, width = dims.n_text_layer, dims.n_text_head, dims.n_text_state
     depth = width // heads

@@ -258,7 +258,7 @@ def mlx_model_folder() -> str:
     """Stage 1's float32 MLX conversion of the bundled tiny.en (converted once, then cached), found in envs/transcribe."""
     from orchestrator import envs, runtime
 
-    code = "from stages.transcribe.models import resolve_model; print(resolve_model('bundled-tiny.en', 'float32').folder)"
+    code = "from stages.transcribe.models.resolve import resolve_model; print(resolve_model('bundled-tiny.en', 'float32').folder)"
     python, env = str(envs.env_python("transcribe")), runtime.stage_environment("transcribe", threads=THREADS)
     return checked([python, "-c", code], env, envs.env_dir("transcribe"), "resolving the MLX model").splitlines()[-1]
 

@@ -27,8 +27,9 @@ from faster_whisper import WhisperModel
 from faster_whisper.audio import decode_audio
 from mlx_whisper.tokenizer import get_tokenizer
 from shared.errors import StageError
-from stages.transcribe.backend import GenerateOptions
-from stages.transcribe.backend_ct2 import CTranslate2Backend, resolve_ct2_model
+from stages.transcribe.backends.base import GenerateOptions
+from stages.transcribe.backends.ct2_backend import CTranslate2Backend
+from stages.transcribe.models.resolve import resolve_ct2_model
 
 audio = decode_audio(sys.argv[1], sampling_rate=16000)
 model_dir = resolve_ct2_model("bundled-tiny.en", None)

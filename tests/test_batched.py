@@ -1,4 +1,4 @@
-"""The batched stage-1 pipeline (stages/transcribe/batched.py) with the real bundled tiny.en on real speech, MLX backend:
+"""The batched stage-1 pipeline (stages/transcribe/pipeline/batched.py) with the real bundled tiny.en on real speech, MLX backend:
 batch 8 and batch 1 give the same text, batch padding (prompts of other lengths beside a chunk) never changes a
 chunk's tokens, silence gives no text, a chunk that keeps failing the loop check is re-decoded and then dropped,
 and beam search and word timings work.
@@ -24,8 +24,8 @@ import numpy as np
 from mlx_whisper.tokenizer import get_tokenizer
 from shared.contract import DecodingOptions
 from stages.common.audio import SAMPLE_RATE, decode_audio
-from stages.transcribe.backend import GenerateOptions
-from stages.transcribe.batched import (
+from stages.transcribe.backends.base import GenerateOptions
+from stages.transcribe.pipeline.batched import (
     FallbackRules,
     decode_with_fallback,
     prompt_tokens,
@@ -34,9 +34,9 @@ from stages.transcribe.batched import (
     transcribe_chunks,
     window,
 )
-from stages.transcribe.batched_run import load_backend
-from stages.transcribe.pipeline import TranscribeOptions
-from stages.transcribe.vad import VadOptions
+from stages.transcribe.backends.loading import load_backend
+from stages.transcribe.pipeline.options import TranscribeOptions
+from stages.transcribe.vad.options import VadOptions
 
 backend = load_backend(sys.argv[2], TranscribeOptions(model="bundled-tiny.en"), 0).backend
 tokenizer = get_tokenizer(False, num_languages=backend.num_languages, language="en", task="transcribe")
@@ -159,11 +159,11 @@ BEST_OF_SCRIPT = r"""
 import json, sys
 from mlx_whisper.tokenizer import get_tokenizer
 from stages.common.audio import decode_audio
-from stages.transcribe.backend import GenerateOptions
-from stages.transcribe.batched import FallbackRules, decode_with_fallback, likelihood, prompt_tokens, speech_chunks, window
-from stages.transcribe.batched_run import load_backend
-from stages.transcribe.pipeline import TranscribeOptions
-from stages.transcribe.vad import VadOptions
+from stages.transcribe.backends.base import GenerateOptions
+from stages.transcribe.pipeline.batched import FallbackRules, decode_with_fallback, likelihood, prompt_tokens, speech_chunks, window
+from stages.transcribe.backends.loading import load_backend
+from stages.transcribe.pipeline.options import TranscribeOptions
+from stages.transcribe.vad.options import VadOptions
 
 backend = load_backend(sys.argv[2], TranscribeOptions(model="bundled-tiny.en"), 0).backend
 tokenizer = get_tokenizer(False, num_languages=backend.num_languages, language="en", task="transcribe")

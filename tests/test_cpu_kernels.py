@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROBE = r"""
 import json, math
 import numpy as np
-from stages.transcribe import cpu_kernels as k
+from stages.transcribe.backends import cpu_kernels as k
 
 rng = np.random.default_rng(0)
 out = {}
@@ -53,7 +53,7 @@ out["cross_threads_equal"] = bool(np.array_equal(o1, o2) and np.array_equal(s1, 
 
 # the logit rules: numpy's slice-writing path against the whole-vocabulary masks MLX runs (on its CPU device here)
 import mlx.core as mx
-from stages.transcribe.logit_rules import RowHistory, Vocabulary, filtered_logprobs
+from stages.transcribe.backends.logit_rules import RowHistory, Vocabulary, filtered_logprobs
 vocab = Vocabulary(size=51864, eot=50256, timestamp_begin=50363, no_timestamps=50362, blank=(220, 50256))
 ts = vocab.timestamp_begin
 histories = [RowHistory(), RowHistory([400]), RowHistory([ts + 10], ts + 10), RowHistory([ts + 10, 400], ts + 10),

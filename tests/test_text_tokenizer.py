@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROBE = r"""
 import json
 from mlx_whisper.tokenizer import Tokenizer, get_encoding
-from stages.transcribe.text_tokenizer import get_tokenizer
+from stages.transcribe.models.text_tokenizer import get_tokenizer
 
 ours = get_tokenizer(False, num_languages=99)
 plain = Tokenizer(encoding=get_encoding("gpt2", num_languages=99), num_languages=99)  # mlx_whisper's, unwrapped

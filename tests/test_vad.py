@@ -1,4 +1,4 @@
-"""Silero VAD and chunking (stages/transcribe/vad.py) on real speech: spans match the sample's reference
+"""Silero VAD and chunking (stages/transcribe/vad/) on real speech: spans match the sample's reference
 turns, silence gives nothing, chunks never exceed chunk_size, and the thresholds move the result the right way.
 
 The module needs numpy and onnxruntime, which only the stage-1 env has: one script runs everything there
@@ -23,35 +23,40 @@ import numpy as np
 import onnxruntime
 from shared.errors import StageError
 from stages.common.audio import SAMPLE_RATE, decode_audio
-from stages.transcribe import vad
+from stages.transcribe.vad import chunking, silero
+from stages.transcribe.vad.options import VadOptions
 
 def chunks(items):
     return [[c.start, c.end, [list(s) for s in c.spans]] for c in items]
 
 def error(**kwargs):
     try:
-        vad.speech_spans(audio[:SAMPLE_RATE], vad.VadOptions(**kwargs))
+        chunking.speech_spans(audio[:SAMPLE_RATE], VadOptions(**kwargs))
     except StageError as exc:
         return [int(exc.exit_code), exc.message]
     return None
 
 audio = decode_audio(sys.argv[1]).samples
-options = vad.VadOptions()
-out = {"spans": vad.speech_spans(audio, options), "chunks": chunks(vad.vad_chunks(audio, options))}
+options = VadOptions()
+out = {"spans": chunking.speech_spans(audio, options), "chunks": chunks(chunking.vad_chunks(audio, options))}
 
 # The batched model must give what silero's streaming silero_vad.onnx gives frame by frame.
-streaming = onnxruntime.InferenceSession(str(vad._model_path().with_name("silero_vad.onnx")), providers=["CPUExecutionProvider"])
-frames, state, stream_probs = vad._framed(audio, 0, -(-audio.size // vad.FRAME)), np.zeros((2, 1, 128), np.float32), []
+streaming = onnxruntime.InferenceSession(str(silero._model_path().with_name("silero_vad.onnx")), providers=["CPUExecutionProvider"])
+frames, state, stream_probs = silero._framed(audio, 0, -(-audio.size // silero.FRAME)), np.zeros((2, 1, 128), np.float32), []
 for frame in frames:
     prob, state = streaming.run(None, {"input": frame[None], "state": state, "sr": np.array(SAMPLE_RATE, np.int64)})
     stream_probs.append(float(prob[0, 0]))
-out["max_prob_difference"] = float(np.abs(vad.speech_probabilities(audio) - np.array(stream_probs)).max())
+out["max_prob_difference"] = float(np.abs(silero.speech_probabilities(audio) - np.array(stream_probs)).max())
 
 variants = {"onset_high": {"onset": 0.8}, "onset_low": {"onset": 0.3}, "offset_high": {"offset": 0.5}, "offset_low": {"offset": 0.1}}
-out["variants"] = {name: vad.speech_spans(audio, vad.VadOptions(**kw)) for name, kw in variants.items()}
+out["variants"] = {name: chunking.speech_spans(audio, VadOptions(**kw)) for name, kw in variants.items()}
 
 silence = np.zeros(10 * SAMPLE_RATE, np.float32)
-out["silence"] = [vad.speech_spans(silence, options), chunks(vad.vad_chunks(silence, options)), vad.speech_spans(silence[:0], options)]
+out["silence"] = [
+    chunking.speech_spans(silence, options),
+    chunks(chunking.vad_chunks(silence, options)),
+    chunking.speech_spans(silence[:0], options),
+]
 
 # ~70 s of speech without a real pause (the call from its first word, three times): a long pause threshold
 # keeps it one span, which must be cut into pieces that fit the window.
@@ -59,16 +64,16 @@ speech = np.tile(audio[int(6.6 * SAMPLE_RATE):], 3)
 out["continuous_seconds"] = speech.size / SAMPLE_RATE
 out["continuous"] = {}
 for size in (30.0, 10.0):
-    long_options = vad.VadOptions(min_silence_duration_ms=2000, chunk_size=size)
-    out["continuous"][str(size)] = chunks(vad.merge_chunks(vad.speech_spans(speech, long_options), size))
+    long_options = VadOptions(min_silence_duration_ms=2000, chunk_size=size)
+    out["continuous"][str(size)] = chunks(chunking.merge_chunks(chunking.speech_spans(speech, long_options), size))
 
-out["merged"] = chunks(vad.merge_chunks([(0.0, 10.0), (12.0, 25.0), (26.0, 31.0), (40.0, 41.0)], 30.0))
-out["fixed"] = [chunks(vad.fixed_chunks(95.5, 30.0)), chunks(vad.fixed_chunks(60.0, 30.0)), chunks(vad.fixed_chunks(0.0, 30.0))]
+out["merged"] = chunks(chunking.merge_chunks([(0.0, 10.0), (12.0, 25.0), (26.0, 31.0), (40.0, 41.0)], 30.0))
+out["fixed"] = [chunks(chunking.fixed_chunks(duration, 30.0)) for duration in (95.5, 60.0, 0.0)]
 import os, tempfile
 os.environ["STAGEWHISPER_CACHE"] = tempfile.mkdtemp()  # no exported pyannote model in an empty cache
 out["errors"] = {"pyannote": error(method="pyannote"), "chunk_size": error(chunk_size=45.0), "offset": error(offset=0.9)}
 
-from stages.transcribe.batched_run import refuse_sequential_only
+from stages.transcribe.pipeline.batched_run import refuse_sequential_only
 
 def refusal(**decoding):
     try:
@@ -84,10 +89,10 @@ ten = np.tile(audio, 10)  # 300 s
 timings = []
 for _ in range(3):
     start = time.perf_counter()
-    vad.speech_probabilities(ten)
+    silero.speech_probabilities(ten)
     timings.append(time.perf_counter() - start)
 out["seconds_for_300s"] = min(timings)
-out["chunks_300s"] = chunks(vad.vad_chunks(ten, options))
+out["chunks_300s"] = chunks(chunking.vad_chunks(ten, options))
 out["torch_free"] = "torch" not in sys.modules and "silero_vad" not in sys.modules
 print(json.dumps(out))
 """

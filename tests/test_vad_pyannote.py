@@ -48,14 +48,16 @@ print(json.dumps({"model": str(path), "torch_imported": "torch" in sys.modules})
 OURS = r"""
 import json, sys
 from stages.common.audio import decode_audio
-from stages.transcribe import vad, vad_pyannote
+from stages.transcribe.vad import chunking
+from stages.transcribe.vad import pyannote as pyannote_vad
+from stages.transcribe.vad.options import VadOptions
 audio = decode_audio(sys.argv[1]).samples
-scores, middles = vad_pyannote.speech_scores(audio)
-options = vad.VadOptions(method="pyannote")
-print(json.dumps({"scores": scores.tolist(), "spans": vad.speech_spans(audio, options),
-                  "chunks": [[c.start, c.end] for c in vad.vad_chunks(audio, options)],
-                  "short_chunks": [[c.start, c.end] for c in vad.vad_chunks(audio, vad.VadOptions(method="pyannote", chunk_size=5.0))],
-                  "silence": vad.speech_spans(audio[:16000] * 0, options)}))
+scores, middles = pyannote_vad.speech_scores(audio)
+options = VadOptions(method="pyannote")
+print(json.dumps({"scores": scores.tolist(), "spans": chunking.speech_spans(audio, options),
+                  "chunks": [[c.start, c.end] for c in chunking.vad_chunks(audio, options)],
+                  "short_chunks": [[c.start, c.end] for c in chunking.vad_chunks(audio, VadOptions(method="pyannote", chunk_size=5.0))],
+                  "silence": chunking.speech_spans(audio[:16000] * 0, options)}))
 """
 
 

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> Path:
     from shared.writers import WriterOptions, expand_formats, write_outputs
     from stages.common.audio import decode_audio
 
-    from .pipeline import TranscribeOptions, transcribe
+    from .pipeline.options import TranscribeOptions
+    from .pipeline.transcribe import transcribe
 
     formats = expand_formats(args.output_format)  # fail on a bad format before any work
     if "rttm" in formats:

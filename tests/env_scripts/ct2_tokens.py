@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for `stages`
 
-from stages.transcribe.ct2_convert import cached_conversion  # noqa: E402
+from stages.transcribe.models.ct2_convert import cached_conversion  # noqa: E402
 
 SAMPLE_RATE = 16_000
 # Greedy, timestamped, no prompt carry-over: the same decoding rules on both sides.

@@ -18,9 +18,7 @@ import ctranslate2
 import numpy as np
 from faster_whisper.feature_extractor import FeatureExtractor
 
-from shared.errors import ExitCode, StageError
-
-from .backend import Encoded, Generated, GenerateOptions, WordTiming
+from .base import Encoded, Generated, GenerateOptions, WordTiming
 
 N_FRAMES = 3000  # mel frames in a 30 s window
 HOP_LENGTH = 160  # samples per mel frame
@@ -220,23 +218,3 @@ def _word_timings(result: Any, text_tokens: list[int], tokenizer: Any) -> list[W
         WordTiming(word, list(tokens), float(jump_times[i]), float(jump_times[j]), float(np.mean(probs[i:j])))
         for word, tokens, i, j in zip(words, word_tokens, boundaries[:-1], boundaries[1:], strict=False)
     ]
-
-
-def resolve_ct2_model(requested: str, download_root: str | None) -> Path:
-    """--model for the ctranslate2 backend: the bundled name, a CT2 folder, or an HF repo id of a CT2 model."""
-    from .ct2_convert import is_ct2_model_dir
-    from .models import BUNDLED_MODELS, _bundled_ct2_dir, _download, is_mlx_model_dir
-
-    if requested in BUNDLED_MODELS:
-        return _bundled_ct2_dir(requested)
-    path = Path(requested).expanduser()
-    folder = path if path.exists() else _download(requested, download_root)
-    if is_ct2_model_dir(folder):
-        return folder
-    if is_mlx_model_dir(folder):
-        raise StageError(
-            ExitCode.MODEL_UNAVAILABLE,
-            f"{requested}: an MLX model; the ctranslate2 backend needs a CTranslate2 (faster-whisper) model, "
-            "e.g. Systran/faster-whisper-large-v3, or use --backend mlx",
-        )
-    raise StageError(ExitCode.MODEL_UNAVAILABLE, f"{requested}: not a CTranslate2 Whisper model (no model.bin)")

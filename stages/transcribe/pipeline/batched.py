@@ -1,25 +1,26 @@
-"""Stage 1's batched pipeline: VAD chunks -> language vote -> batched decoding with per-chunk fallback -> segments.
+"""Stage 1's batched decoding: VAD chunks -> batched decoding with per-chunk fallback -> segments and word times.
 
-The same for every backend (MLX, CTranslate2): a backend only encodes windows and generates tokens.
+The same for every backend (MLX, CTranslate2): a backend only encodes windows and generates tokens. The language
+vote over chunks is language.py's; building the Transcript is batched_run.py's.
 """
 
 from __future__ import annotations
 
 import sys
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from shared.contract import DecodingOptions, LanguageInfo, LanguageVote
+from shared.contract import DecodingOptions
 from stages.common.audio import SAMPLE_RATE
 
-from .backend import Backend, Encoded, Generated, GenerateOptions, WordTiming
-from .vad import SpeechChunk, VadOptions, fixed_chunks, vad_chunks
+from ..backends.base import Backend, Encoded, Generated, GenerateOptions, WordTiming
+from ..vad.chunking import fixed_chunks, vad_chunks
+from ..vad.options import SpeechChunk, VadOptions
+from .options import ProgressHook
 
-ProgressHook = Callable[[float, float], None]
 SECONDS_PER_TIMESTAMP = 0.02
 CHUNK_SIZE = 30.0
 
@@ -56,26 +57,6 @@ def speech_chunks(samples: np.ndarray, vad: VadOptions | None) -> list[SpeechChu
 
 def window(samples: np.ndarray, chunk: SpeechChunk) -> np.ndarray:
     return samples[int(round(chunk.start * SAMPLE_RATE)) : int(round(chunk.end * SAMPLE_RATE))]
-
-
-# --- language ---------------------------------------------------------------------------------------------
-def vote_language(backend: Backend, samples: np.ndarray, chunks: list[SpeechChunk], max_chunks: int) -> LanguageInfo:
-    """Detect on up to `max_chunks` of the longest chunks, spread over the file, and sum their probabilities
-    (one chunk's guess decides nothing: WhisperX issue #466, a file that opens with music or another language)."""
-    longest = sorted(range(len(chunks)), key=lambda i: -chunks[i].duration)[: max(max_chunks, 1)]
-    picked = sorted(longest)
-    encoded = backend.encode([window(samples, chunks[i]) for i in picked])
-    detections = backend.detect_language(encoded)
-    totals: dict[str, float] = {}
-    for detection in detections:
-        for code, probability in detection.items():
-            totals[code] = totals.get(code, 0.0) + probability
-    code = max(totals, key=totals.__getitem__)
-    votes = []
-    for index, detection in zip(picked, detections, strict=True):
-        best = max(detection, key=detection.__getitem__)
-        votes.append(LanguageVote(start=chunks[index].start, end=chunks[index].end, language=best, probability=round(detection[best], 4)))
-    return LanguageInfo(code=code, probability=round(totals[code] / len(detections), 4), source="detected", votes=votes)
 
 
 # --- prompts and suppression ----------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""Voice-activity detection and chunking for batched Whisper (WhisperX's "VAD cut & merge").
+"""Silero VAD: speech probabilities and speech spans (vad/chunking.py merges the spans into chunks for Whisper).
 
 Silero VAD gives one speech probability per 32 ms frame; hysteresis turns them into speech spans (the
-semantics of silero's `get_speech_timestamps`), spans longer than a Whisper window are cut at their least
-speech-like frame, and consecutive spans are merged greedily into chunks of at most `chunk_size` seconds.
+semantics of silero's `get_speech_timestamps`), and spans longer than a Whisper window are cut at their least
+speech-like frame.
 
 The weights are the ones the `silero-vad` package ships. Its Python API imports torch, which this env must not
 have (7 GB), so we run its ONNX export with onnxruntime and numpy ourselves.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,10 +20,12 @@ import numpy as np
 from shared.errors import ExitCode, StageError
 from stages.common.audio import SAMPLE_RATE
 
+from .options import VadOptions
+
 if TYPE_CHECKING:
     import onnxruntime
 
-__all__ = ["SpeechChunk", "VadOptions", "fixed_chunks", "merge_chunks", "speech_probabilities", "speech_spans", "vad_chunks"]
+__all__ = ["speech_probabilities", "speech_spans"]
 
 # silero-vad's batched export of the 16 kHz model: the same network as `silero_vad.onnx` (bit-identical
 # probabilities, checked in tests/test_vad.py) but one ONNX call per block of frames instead of per frame.
@@ -33,52 +34,6 @@ FRAME = 512  # samples per probability at 16 kHz (32 ms)
 CONTEXT = 64  # the model sees the previous frame's last 64 samples before each frame
 BLOCK = 512  # frames per ONNX call (~16 s): as fast as one call for everything, with bounded memory
 STATE_SHAPE = (1, 1, 128)  # LSTM hidden and cell state, carried from block to block
-MAX_CHUNK = 30.0  # Whisper's window
-PYANNOTE_DEFAULT_OFFSET = 0.363  # WhisperX's --vad_offset for its pyannote model
-
-
-@dataclass(frozen=True)
-class VadOptions:
-    method: str = "silero"  # "silero" | "pyannote" (WhisperX's model, run from its ONNX export: vad_pyannote.py)
-    onset: float = 0.5  # speech starts when the probability reaches this
-    offset: float | None = None  # ... and ends below this (None: silero's onset - 0.15; 0.363 for pyannote, WhisperX's)
-    min_speech_duration_ms: int = 250  # shorter spans are dropped (clicks, breaths): silero's default
-    # Pauses shorter than this stay inside a span. 160 ms is what faster-whisper's batched pipeline uses: long
-    # enough not to cut words at stop consonants, short enough to find a cut point in normal conversation.
-    min_silence_duration_ms: int = 160
-    speech_pad_ms: int = 30  # each span grows this much into the silence around it (silero's default)
-    chunk_size: float = 30.0  # seconds: the longest chunk handed to Whisper
-
-    def __post_init__(self) -> None:
-        if self.method not in ("silero", "pyannote"):
-            raise StageError(ExitCode.USAGE, f"--vad_method must be 'silero' or 'pyannote' (got {self.method!r})")
-        if not 0.0 < self.onset < 1.0:
-            raise StageError(ExitCode.USAGE, f"--vad_onset must be between 0 and 1 (got {self.onset})")
-        if self.offset is not None and not 0.0 < self.offset <= self.onset:
-            raise StageError(ExitCode.USAGE, f"--vad_offset must be above 0 and at most --vad_onset {self.onset} (got {self.offset})")
-        if min(self.min_speech_duration_ms, self.min_silence_duration_ms, self.speech_pad_ms) < 0:
-            raise StageError(ExitCode.USAGE, "VAD durations must not be negative")
-        if not 1.0 <= self.chunk_size <= MAX_CHUNK:
-            raise StageError(ExitCode.USAGE, f"--chunk_size must be between 1 and {MAX_CHUNK:g} seconds (got {self.chunk_size})")
-        if self.speech_pad_ms / 1000 > self.chunk_size / 4:  # spans cut to fit must keep room for speech
-            raise StageError(ExitCode.USAGE, f"speech_pad_ms must be at most a quarter of --chunk_size (got {self.speech_pad_ms} ms)")
-
-    @property
-    def resolved_offset(self) -> float:
-        if self.offset is not None:
-            return self.offset
-        return PYANNOTE_DEFAULT_OFFSET if self.method == "pyannote" else max(self.onset - 0.15, 0.01)
-
-
-@dataclass(frozen=True)
-class SpeechChunk:
-    start: float  # seconds in the file
-    end: float
-    spans: tuple[tuple[float, float], ...]  # the speech spans merged into it (file seconds)
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
 
 
 # ---------------------------------------------------------------- probabilities
@@ -180,11 +135,7 @@ def _pad(spans: list[tuple[int, int]], pad: int, n_samples: int) -> list[tuple[i
 
 
 def speech_spans(samples: np.ndarray, options: VadOptions) -> list[tuple[float, float]]:
-    """Speech spans (file seconds, in order, none overlapping), none longer than options.chunk_size."""
-    if options.method == "pyannote":  # WhisperX's VAD, exported to ONNX by stage 2's env
-        from .vad_pyannote import speech_spans as pyannote_spans
-
-        return pyannote_spans(samples, options)
+    """Silero's speech spans (file seconds, in order, none overlapping), none longer than options.chunk_size."""
     probs = speech_probabilities(samples)
     n_samples = int(np.asarray(samples).size)
     pad = SAMPLE_RATE * options.speech_pad_ms // 1000
@@ -192,37 +143,3 @@ def speech_spans(samples: np.ndarray, options: VadOptions) -> list[tuple[float, 
     max_len = int(options.chunk_size * SAMPLE_RATE) - 2 * pad - FRAME
     spans = [piece for span in _hysteresis(probs, options, n_samples) for piece in _split_long(span, probs, max_len)]
     return [(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in _pad(spans, pad, n_samples)]
-
-
-# ---------------------------------------------------------------- chunks
-
-
-def merge_chunks(spans: list[tuple[float, float]], chunk_size: float) -> list[SpeechChunk]:
-    """Greedily merge consecutive spans while the chunk (first span's start to last span's end) fits in
-    chunk_size: the pauses between them stay inside, and fuller windows mean fewer to decode."""
-    chunks: list[SpeechChunk] = []
-    group: list[tuple[float, float]] = []
-    for start, end in spans:
-        if end - start > chunk_size + 1e-9 or (group and start < group[-1][1]):
-            raise ValueError(f"span ({start}, {end}) is longer than {chunk_size} s or out of order")
-        if group and end - group[0][0] > chunk_size + 1e-9:  # tolerance: float seconds of whole-sample spans
-            chunks.append(SpeechChunk(group[0][0], group[-1][1], tuple(group)))
-            group = []
-        group.append((start, end))
-    if group:
-        chunks.append(SpeechChunk(group[0][0], group[-1][1], tuple(group)))
-    return chunks
-
-
-def fixed_chunks(duration: float, chunk_size: float) -> list[SpeechChunk]:
-    """Consecutive chunk_size windows covering [0, duration] exactly (for --no_vad)."""
-    if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be positive (got {chunk_size})")
-    count = int(np.ceil(duration / chunk_size)) if duration > 0 else 0
-    bounds = [(float(i * chunk_size), float(min(duration, (i + 1) * chunk_size))) for i in range(count)]
-    return [SpeechChunk(start, end, ((start, end),)) for start, end in bounds]
-
-
-def vad_chunks(samples: np.ndarray, options: VadOptions) -> list[SpeechChunk]:
-    """The chunks to hand to Whisper: speech only, each at most options.chunk_size seconds."""
-    return merge_chunks(speech_spans(samples, options), options.chunk_size)

@@ -10,7 +10,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import mlx_forward as fwd
-from .backend import Encoded, Generated, GenerateOptions, WordTiming
+from .base import Encoded, Generated, GenerateOptions, WordTiming
 from .logit_rules import RowHistory, Vocabulary, filtered_logprobs, record
 
 N_SAMPLES = 480_000  # 30 s at 16 kHz

