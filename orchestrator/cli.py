@@ -289,25 +289,52 @@ def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = 
             partial(log_path_for, output_dir, stage="align_diarize"), prepare_argv=stage2_argv(args),
         )  # fmt: skip
     names = list(zip(audio_files, output_names(audio_files), log_names(audio_files), strict=True))
-    pending: list[Pending] = []
     firsts: list[Pending] = []
-    resolved = 0  # stage-1 outcomes already in PENDING
+    handed: list[Future[Pending | None]] = []  # each file's stage 2, handed over the moment its transcript is written
     with _progress() as progress, _workers(stage1, stage2):
+
+        def hand_over(audio: str, name: str, log_name: str, first: Pending) -> Future[Pending | None]:
+            handover: Future[Pending | None] = Future()
+
+            def start_stage2(done: Pending) -> None:
+                try:
+                    outcome = _resolved(done)
+                    transcript = output_dir / f"{name}{TRANSCRIPT_SUFFIX}"
+                    ok = stage2 is not None and outcome.ok
+                    handover.set_result(
+                        _align_diarize_one(progress, stage2, stage2_args, audio, transcript, output_dir, log_name=log_name) if ok else None
+                    )
+                except BaseException as error:  # noqa: BLE001 - the main thread raises it (a cancelled file, a broken env)
+                    handover.set_exception(error)
+
+            if isinstance(first, StageOutcome):
+                start_stage2(first)
+            else:
+                first.add_done_callback(start_stage2)
+            return handover
+
         try:
             for audio, name, log_name in names:  # every file queued at once: the worker batches across them
                 firsts.append(_transcribe_one(progress, stage1, stage1_args, audio, name, log_name, output_dir, stage_argv, then_stage2))
+                if stage2 is not None:
+                    handed.append(hand_over(audio, name, log_name, firsts[-1]))
             if stage2 is not None and any(isinstance(first, Future) for first in firsts):
                 stage2.start()  # it imports torch and loads its models while stage 1 decodes
-            for (audio, name, log_name), first in zip(names, firsts, strict=True):
-                outcome = _resolved(first)
-                pending.append(outcome)
-                resolved += 1
-                if stage2 is not None and outcome.ok:
-                    transcript = output_dir / f"{name}{TRANSCRIPT_SUFFIX}"
-                    pending.append(_align_diarize_one(progress, stage2, stage2_args, audio, transcript, output_dir, log_name=log_name))
-            return [_resolved(item) for item in pending]
+            outcomes: list[StageOutcome] = []
+            for index, first in enumerate(firsts):
+                outcomes.append(_resolved(first))
+                second = handed[index].result() if stage2 is not None else None
+                if second is not None:
+                    outcomes.append(_resolved(second))
+            return outcomes
         except KeyboardInterrupt:
-            raise Interrupted(_stop_and_collect([stage1, stage2], [*pending, *firsts[resolved:]])) from None
+            pending: list[Pending] = []
+            for index, first in enumerate(firsts):  # the summary's order: each file's stage 1, then its stage 2
+                pending.append(first)
+                second = handed[index] if index < len(handed) else None
+                if second is not None and second.done() and not second.cancelled() and second.exception() is None:
+                    pending += [item for item in [second.result()] if item is not None]
+            raise Interrupted(_stop_and_collect([stage1, stage2], pending)) from None
 
 
 def export_pyannote_vad(extra_env: dict[str, str] | None) -> None:

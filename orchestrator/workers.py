@@ -194,6 +194,7 @@ class WorkerPool:
         self.lock = threading.RLock()
         self._ids = itertools.count(1)
         self._closed = False
+        self._cancelled = False
 
     def submit(self, argv: Sequence[str], label: str, log_path: Path, on_event: EventHook | None = None) -> Future[StageOutcome]:
         """Queue one file's job (ARGV as `python -m stages.<stage>` takes it); its log is written at LOG_PATH."""
@@ -203,6 +204,9 @@ class WorkerPool:
             log.write("".join(f"# {key}={value}\n" for key, value in sorted(recorded_settings(self._env).items())))
         task = _Task(Job(id=str(next(self._ids)), argv=list(argv), log_path=str(log_path)), label, log_path, on_event)
         with self.lock:
+            if self._cancelled:  # the run was interrupted: nothing new starts
+                task.future.cancel()
+                return task.future
             self._queue.append(task)
             self.dispatch()
         return task.future
@@ -217,6 +221,7 @@ class WorkerPool:
         """No more jobs. CANCEL: queued jobs that no worker holds yet are cancelled (Ctrl-C)."""
         with self.lock:
             self._closed = True
+            self._cancelled = self._cancelled or cancel
             if cancel:
                 while self._queue:
                     self._queue.popleft().future.cancel()

@@ -149,8 +149,8 @@ def test_read_only_output_folder_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_stage_killed_mid_run_is_reported_and_the_next_file_still_runs(tmp_path: Path, sample_wav: Path) -> None:
-    """kill -9 of the stage worker on the first file: exit 8 with its log path, no half-written output, and a new worker
-    does file 2."""
+    """kill -9 of the stage-1 worker while it decodes two files together: each is retried alone on a new worker; kill
+    -9 of that one on the first file: exit 8 with its log path, no half-written output, and file 2 is done."""
     doomed, survivor = tmp_path / "doomed.wav", tmp_path / "survivor.wav"
     shutil.copy(sample_wav, doomed)
     shutil.copy(sample_wav, survivor)
@@ -158,9 +158,12 @@ def test_a_stage_killed_mid_run_is_reported_and_the_next_file_still_runs(tmp_pat
     command = ["stagewhisper", "transcribe", doomed, survivor, "--model", "bundled-tiny.en", "--language", "en", "--output_dir", output_dir]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
     with subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env) as run:
-        killed = _kill_stage_of(output_dir / "logs" / "doomed.wav.transcribe.log", deadline_s=60)
+        log = output_dir / "logs" / "doomed.wav.transcribe.log"
+        first = _kill_stage_of(log, deadline_s=60)
+        second = _kill_stage_of(log, deadline_s=60, other_than=first) if first else None
         _, stderr = run.communicate(timeout=300)
-    assert killed, "the stage process of the first file never showed up"
+    assert first and second, "the stage process of the first file never showed up, or was not retried"
+    assert "retried alone" in log.read_text()
     assert run.returncode == ExitCode.STAGE_CRASHED, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "doomed.wav" in errors[0] and "SIGKILL" in errors[0], stderr
@@ -169,33 +172,34 @@ def test_a_stage_killed_mid_run_is_reported_and_the_next_file_still_runs(tmp_pat
     assert not [path.name for path in output_dir.iterdir() if "doomed" in path.name]  # nor any temp file
 
 
-def worker_on(log: Path, deadline_s: float) -> int | None:
-    """The pid of the stage worker that started the file whose log is LOG (it says so there), once it has."""
+def worker_on(log: Path, deadline_s: float, other_than: int | None = None) -> int | None:
+    """The pid of the stage worker that started the file whose log is LOG (it says so there), once one has; with
+    OTHER_THAN, the next worker to start it after that one."""
     import re
     import time
 
     started = time.monotonic()
     while time.monotonic() - started < deadline_s:
         with contextlib.suppress(OSError):
-            found = re.search(r"^# worker (\d+): started this file$", log.read_text(), re.MULTILINE)
-            if found:
-                return int(found.group(1))
+            pids = [int(pid) for pid in re.findall(r"^# worker (\d+): started this file$", log.read_text(), re.MULTILINE)]
+            fresh = [pid for pid in pids if pid != other_than]
+            if fresh:
+                return fresh[-1]
         time.sleep(0.1)
     return None
 
 
-def _kill_stage_of(log: Path, deadline_s: float) -> bool:
+def _kill_stage_of(log: Path, deadline_s: float, other_than: int | None = None) -> int | None:
     """SIGKILL the stage worker working on the file of LOG once it has run a moment (it is then decoding)."""
     import signal
     import time
 
-    pid = worker_on(log, deadline_s)
-    if pid is None:
-        return False
-    time.sleep(1.0)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    return True
+    pid = worker_on(log, deadline_s, other_than)
+    if pid is not None:
+        time.sleep(1.0)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 def test_relative_paths_mean_the_users_folder_even_with_a_shared_folder_there(tmp_path: Path, sample_wav: Path) -> None:

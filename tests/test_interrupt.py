@@ -30,6 +30,12 @@ def _repeat(source: Path, destination: Path, times: int) -> None:
         writer.writeframes(frames * times)
 
 
+def _wait_for(path: Path, deadline_s: float) -> None:
+    started = time.monotonic()
+    while not path.exists() and time.monotonic() - started < deadline_s:
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("sent", "expected"), [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM)])
 def test_interrupt_stops_the_stage_prints_what_finished_and_leaves_no_traceback(
@@ -46,7 +52,8 @@ def test_interrupt_stops_the_stage_prints_what_finished_and_leaves_no_traceback(
         list(map(str, command)), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, start_new_session=True
     ) as run:
         worker = worker_on(output_dir / "logs" / "second.wav.transcribe.log", deadline_s=300)
-        time.sleep(1.5)  # decoding
+        _wait_for(output_dir / "first.transcript.json", deadline_s=120)  # the worker holds both; first is the short one
+        time.sleep(1.5)  # decoding the second
         if sent == signal.SIGINT:
             os.killpg(run.pid, sent)
         else:  # a kill of the orchestrator alone

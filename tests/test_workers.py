@@ -98,7 +98,7 @@ def test_a_stage2_worker_killed_mid_file_loses_only_that_file(tmp_path: Path, sa
     files = [tmp_path / "a.wav", tmp_path / "long.wav", tmp_path / "c.wav"]
     shutil.copy(sample_wav, files[0])
     _repeat(sample_wav, files[1], times=6)  # long enough to be killed mid-way
-    _repeat(sample_wav, files[2], times=2)  # other bytes than a.wav: no reuse
+    _repeat(sample_wav, files[2], times=5)  # over 2 minutes: stage 1 does it alone, after long.wav
     output_dir = tmp_path / "out"
     command = ["stagewhisper", "run", *map(str, files), "--model", "bundled-tiny.en", "--language", "en", *DIARIZE, "-o", str(output_dir)]
     with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV) as run:
@@ -117,3 +117,60 @@ def test_a_stage2_worker_killed_mid_file_loses_only_that_file(tmp_path: Path, sa
     assert "killed by SIGKILL while on this file" in (output_dir / "logs" / "long.wav.align_diarize.log").read_text()
     third = _workers_that_started([output_dir / "logs" / "c.wav.align_diarize.log"])[0]
     assert third != pid  # a new worker
+
+
+def _cut(source: Path, destination: Path, start_s: float, seconds: float) -> None:
+    with wave.open(str(source), "rb") as reader:
+        rate = reader.getframerate()
+        reader.setpos(int(start_s * rate))
+        params, frames = reader.getparams(), reader.readframes(int(seconds * rate))
+    with wave.open(str(destination), "wb") as writer:
+        writer.setparams(params)
+        writer.writeframes(frames)
+
+
+def _without_word_probabilities(segments: list[dict]) -> list[dict]:
+    return [{**s, "words": [{k: v for k, v in w.items() if k not in ("probability", "score")} for w in s["words"]]} for s in segments]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["ctranslate2", "mlx"])
+def test_files_decoded_in_shared_batches_equal_each_file_decoded_alone(tmp_path: Path, sample_wav: Path, backend: str) -> None:
+    """Four short real-speech files through one stage-1 worker share their decoder batches; each transcript equals the
+    one-file CLI's on that file alone: text, tokens, segment and word times. CTranslate2 gives the very same floats;
+    MLX's batched matmuls sum in another order, so its word probabilities may move in the 6th decimal (as they do
+    between --batch_size 1 and 8 of one file), never a token or a time."""
+    import json
+
+    files = []
+    for name, start, seconds in (("a", 6, 4), ("b", 11, 6), ("c", 16, 9), ("d", 20, 3)):
+        files.append(tmp_path / f"{name}.wav")
+        _cut(sample_wav, files[-1], start, seconds)
+    flags = ["--model", "bundled-tiny.en", "--language", "en", "--word_timestamps", "True", "--backend", backend]
+    done = subprocess.run(
+        ["stagewhisper", "transcribe", *map(str, files), *flags, "-o", str(tmp_path / "together")], capture_output=True, text=True, env=ENV
+    )
+    assert done.returncode == 0, done.stderr
+    python = Path(__file__).resolve().parents[1] / "envs" / "transcribe" / ".venv" / "bin" / "python"
+    for file in files:
+        alone = subprocess.run(
+            [str(python), "-m", "stages.transcribe", str(file), *flags, "-o", str(tmp_path / "alone")],
+            capture_output=True,
+            text=True,
+            env=ENV,
+        )
+        assert alone.returncode == 0, alone.stderr
+        together = json.loads((tmp_path / "together" / f"{file.stem}.transcript.json").read_text())
+        single = json.loads((tmp_path / "alone" / f"{file.stem}.transcript.json").read_text())
+        assert together["provenance"]["environment"]["decoded_with_files"] == "4"  # the four shared batches
+        assert together["text"] and together["text"] == single["text"]
+        if backend == "ctranslate2":
+            assert together["segments"] == single["segments"]
+        else:
+            assert _without_word_probabilities(together["segments"]) == _without_word_probabilities(single["segments"])
+            pairs = [
+                (w["probability"], v["probability"])
+                for s, t in zip(together["segments"], single["segments"], strict=True)
+                for w, v in zip(s["words"], t["words"], strict=True)
+            ]
+            assert pairs and max(abs(a - b) for a, b in pairs) < 1e-5

@@ -2,7 +2,7 @@
 
 Stage 1's env has no torch (numpy 2 + MLX), so this env (which has whisperx, pyannote and torch) writes the model
 once into the cache, with a JSON sidecar of how pyannote slides it over audio, and stage 1 runs it with
-onnxruntime (stages/transcribe/vad_pyannote.py). The orchestrator runs this before stage 1 when asked for that VAD;
+onnxruntime (stages/transcribe/vad/pyannote.py). The orchestrator runs this before stage 1 when asked for that VAD;
 when both files are there it returns at once, without importing torch.
 
     python -m stages.align_diarize.export_vad [--force]

@@ -25,6 +25,8 @@ from shared.errors import ExitCode, StageError
 from shared.progress import ProgressEvent, orchestrator_gone, send_events_to, stop_quietly_on_sigterm
 from shared.worker_protocol import WORKER_PROTOCOL_VERSION, Done, Job, Prepare, Progress, Ready, Started, decode_to_worker, encode
 
+GROUP_GATHER_S = 0.05
+
 
 @dataclass(frozen=True)
 class StageCommands:
@@ -67,28 +69,122 @@ class _Channel:
                 orchestrator_gone()
 
 
-def serve(commands: StageCommands) -> int:
+class GroupedJob:
+    """One file of a group the stage decodes together (stage 1 batches their speech chunks): the handler runs its
+    per-file steps inside `output()` and reports the file as soon as it has ended (`fail()`, or `succeeded()` once
+    its outputs are written), so the orchestrator can hand it on while the others go on."""
+
+    def __init__(self, job: Job, args: argparse.Namespace, worker: _Worker) -> None:
+        self.job, self.args, self._worker = job, args, worker
+        self.started = time.perf_counter()
+        self.reported = False
+
+    def output(self) -> contextlib.AbstractContextManager[None]:
+        """Its log takes stderr/stdout, and progress events are its own."""
+        return self._worker.working_on(self.job)
+
+    def report(self, done: float, total: float, message: str = "") -> None:
+        """Progress of this file while the group works on all of them."""
+        self._worker.channel.send(Progress(job=self.job.id, done=done, total=total, message=message))
+
+    def fail(self, error: BaseException) -> None:
+        with self.output():
+            code, message = failure(self._worker.commands.stage, self._worker.commands.label(self.args), error)
+        self._send(code, message)
+
+    def succeeded(self) -> None:
+        self._send(int(ExitCode.OK), "")
+
+    def _send(self, code: int, message: str) -> None:
+        if not self.reported:
+            self.reported = True
+            self._worker.channel.send(Done(job=self.job.id, exit_code=code, error=message, seconds=time.perf_counter() - self.started))
+
+
+GroupHandler = Callable[[list[GroupedJob]], None]
+
+
+class _Worker:
+    def __init__(self, commands: StageCommands, group: GroupHandler | None, group_limit: int) -> None:
+        self.commands, self.group, self.group_limit = commands, group, group_limit
+        self.channel = _Channel()
+        self.worker_log = os.dup(2)
+        self.current = ""
+
+    def progress(self, event: ProgressEvent) -> None:
+        self.channel.send(Progress(job=self.current, done=event.done, total=event.total, kind=event.kind, message=event.message))
+
+    @contextlib.contextmanager
+    def working_on(self, job: Job) -> Iterator[None]:
+        before, self.current = self.current, job.id
+        try:
+            with _output_into(job.log_path, self.worker_log):
+                yield
+        finally:
+            self.current = before
+
+    def start(self, job: Job) -> None:
+        with self.working_on(job):
+            print(f"# worker {os.getpid()}: started this file", file=sys.stderr, flush=True)
+        self.channel.send(Started(job=job.id))
+
+    def run_one(self, job: Job) -> None:
+        self.start(job)
+        with self.working_on(job):
+            self.channel.send(_run_job(self.commands, job))
+
+    def run_group(self, group: list[Job]) -> None:
+        """Several files at once through the stage's group handler; should the handler itself fail (a bug, not a
+        file's error), the files it did not finish run one by one."""
+        assert self.group is not None
+        grouped: list[GroupedJob] = []
+        for job in group:
+            self.start(job)
+            with self.working_on(job):
+                try:
+                    grouped.append(GroupedJob(job, self.commands.parse(job.argv), self))
+                except SystemExit:
+                    self.channel.send(Done(job=job.id, exit_code=int(ExitCode.USAGE), error=f"bad stage arguments {job.argv}"))
+        try:
+            self.group(grouped)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+            unfinished = [item for item in grouped if not item.reported]
+            print(f"# decoding {len(grouped)} files together failed: the {len(unfinished)} unfinished run alone", file=sys.stderr)
+            for item in unfinished:
+                with self.working_on(item.job):
+                    self.channel.send(_run_job(self.commands, item.job))
+            return
+        for item in grouped:
+            item.succeeded()  # what the handler did not report ended well
+
+
+def serve(commands: StageCommands, group: GroupHandler | None = None, group_limit: int = 1) -> int:
+    """Run jobs until stdin closes. With GROUP, up to GROUP_LIMIT jobs waiting together are handed to it at once."""
     stop_quietly_on_sigterm()
-    channel = _Channel()
-    worker_log = os.dup(2)
-    jobs = _read_messages()
-    current: list[str] = [""]
-
-    def progress(event: ProgressEvent) -> None:
-        channel.send(Progress(job=current[0], done=event.done, total=event.total, kind=event.kind, message=event.message))
-
-    send_events_to(progress)
-    channel.send(Ready(protocol=WORKER_PROTOCOL_VERSION, stage=commands.stage, pid=os.getpid()))
-    while (message := jobs.get()) is not None:
+    worker = _Worker(commands, group, group_limit)
+    messages = _read_messages()
+    send_events_to(worker.progress)
+    worker.channel.send(Ready(protocol=WORKER_PROTOCOL_VERSION, stage=commands.stage, pid=os.getpid()))
+    waiting: list[Job | Prepare | None] = []
+    while (message := waiting.pop(0) if waiting else messages.get()) is not None:
         if isinstance(message, Prepare):
             _prepare(commands, message)
             continue
-        current[0] = message.id
-        with _output_into(message.log_path, worker_log):
-            print(f"# worker {os.getpid()}: started this file", file=sys.stderr, flush=True)
-            channel.send(Started(job=message.id))
-            channel.send(_run_job(commands, message))
-        current[0] = ""
+        jobs = [message]
+        while group is not None and len(jobs) < group_limit and not waiting:
+            try:  # jobs sent together arrive a moment apart: wait that moment for the second
+                more = messages.get(timeout=GROUP_GATHER_S) if len(jobs) == 1 else messages.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(more, Job):
+                jobs.append(more)
+            else:
+                waiting.append(more)  # a Prepare, or the end: after this group
+        if len(jobs) == 1:
+            worker.run_one(jobs[0])
+        else:
+            worker.run_group(jobs)
     return int(ExitCode.OK)
 
 

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from shared.contract import DecodingOptions
+from shared.contract import DecodingOptions, Transcript
 from shared.errors import ExitCode, StageError
 from shared.flags import DEVICE_ENV, THREADS_FLAG, TRANSCRIBE_FLAGS, VAD_FLAG_NAMES, WRITER_FLAGS, add_flags
 from shared.io import TRANSCRIPT_SUFFIX
 from shared.progress import ProgressEvent, emit, stop_quietly_on_sigterm
 from shared.provenance import THREAD_ENV_VARS
+from stages.common.worker import failure
+
+if TYPE_CHECKING:
+    from stages.common.audio import DecodedAudio
+
+    from .pipeline.options import TranscribeOptions
 
 STAGE = "transcribe"
 
@@ -51,12 +58,21 @@ def apply_device() -> None:
         mx.set_default_device(mx.cpu)
 
 
-def run(args: argparse.Namespace) -> Path:
-    from shared.writers import WriterOptions, expand_formats, write_outputs
+@dataclass
+class FileJob:
+    """One file's command line made ready: its audio decoded and its options built (formats checked first)."""
+
+    args: argparse.Namespace
+    audio: DecodedAudio
+    options: TranscribeOptions
+    formats: list[str]
+
+
+def read_job(args: argparse.Namespace) -> FileJob:
+    from shared.writers import expand_formats
     from stages.common.audio import decode_audio
 
     from .pipeline.options import TranscribeOptions
-    from .pipeline.transcribe import transcribe
 
     formats = expand_formats(args.output_format)  # fail on a bad format before any work
     if "rttm" in formats:
@@ -74,25 +90,38 @@ def run(args: argparse.Namespace) -> Path:
         decoding=decoding,
         timings={"decode_audio": decode_seconds},
     )
+    return FileJob(args, audio, options, formats)
 
+
+def progress_of(args: argparse.Namespace) -> Callable[[float, float], None]:
     def report(done: float, total: float) -> None:
         emit(ProgressEvent(stage=STAGE, file=args.audio, done=done, total=total))
 
-    transcript = transcribe(audio, options, on_progress=report)
+    return report
+
+
+def write_transcript(job: FileJob, transcript: Transcript) -> Path:
+    """All outputs or none, the transcript JSON renamed last: its presence means the stage finished."""
+    from shared.writers import WriterOptions, write_outputs
+
+    args = job.args
     output_dir = Path(args.output_dir)
     stem = args.output_name or Path(args.audio).stem
     json_path = Path(args.output) if args.output else output_dir / f"{stem}{TRANSCRIPT_SUFFIX}"
-    subtitles = [name for name in formats if name != "json"]  # the transcript JSON is the json output
+    subtitles = [name for name in job.formats if name != "json"]  # the transcript JSON is the json output
     writer_options = WriterOptions(args.max_line_width, args.max_line_count, args.highlight_words)
-    # all or none, the transcript JSON renamed last: its presence means the stage finished
     *written, json_path = write_outputs(transcript, output_dir, stem, [*subtitles, "json"], writer_options, json_path=json_path)
+    duration = job.audio.info.duration
     for path in [json_path, *written]:
-        emit(
-            ProgressEvent(
-                stage=STAGE, file=args.audio, done=audio.info.duration, total=audio.info.duration, kind="output", message=str(path)
-            )
-        )
+        emit(ProgressEvent(stage=STAGE, file=args.audio, done=duration, total=duration, kind="output", message=str(path)))
     return json_path
+
+
+def run(args: argparse.Namespace) -> Path:
+    from .pipeline.transcribe import transcribe
+
+    job = read_job(args)
+    return write_transcript(job, transcribe(job.audio, job.options, on_progress=progress_of(args)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,12 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     apply_device()
     try:
         run(args)
-    except StageError as error:
-        print(f"stagewhisper {STAGE}: error: {error.message}", file=sys.stderr)
-        return int(error.exit_code)
-    except Exception as error:  # noqa: BLE001 - anything else is a bug: full traceback for the log
-        traceback.print_exc()
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        print(f"stagewhisper {STAGE}: error: unexpected failure on {args.audio} ({reason}); please report it with the log", file=sys.stderr)
-        return int(ExitCode.FAILED)
+    except Exception as error:  # noqa: BLE001 - a StageError is one line; anything else a bug, with its traceback
+        return failure(STAGE, args.audio, error)[0]
     return int(ExitCode.OK)

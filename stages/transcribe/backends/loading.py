@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,13 @@ class ModelRequest(Protocol):
 
 
 def load_backend(name: str, options: ModelRequest, threads: int) -> LoadedBackend:
+    """The backend with its model, loaded once per process for the same model (a worker's files share it)."""
+    return _loaded(name, options.model, options.download_root, options.compute_type, threads)
+
+
+@functools.lru_cache(maxsize=1)
+def _loaded(name: str, model: str, download_root: str | None, compute_type: str | None, threads: int) -> LoadedBackend:
+    options = _Request(model, download_root, compute_type)
     if name == "ctranslate2":
         from .ct2_backend import CTranslate2Backend
 
@@ -65,6 +73,13 @@ def load_backend(name: str, options: ModelRequest, threads: int) -> LoadedBacken
     model = load_model(resolved, compute_type)
     tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages)
     return LoadedBackend(MlxBackend(model, compute_type, tokenizer), model_info(resolved, compute_type))
+
+
+@dataclass(frozen=True)
+class _Request:
+    model: str
+    download_root: str | None
+    compute_type: str | None
 
 
 def default_compute_type() -> str:

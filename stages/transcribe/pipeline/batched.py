@@ -355,6 +355,16 @@ def _follow_words(segment: RawSegment, median: float) -> None:
     segment.end = max(last["end"], segment.start)
 
 
+@dataclass
+class ChunkStream:
+    """One file's speech chunks to decode: its samples, its tokenizer (language and task) and its progress hook."""
+
+    samples: np.ndarray
+    chunks: list[SpeechChunk]
+    tokenizer: Any
+    on_progress: ProgressHook | None = None
+
+
 def transcribe_chunks(
     backend: Backend,
     tokenizer: Any,
@@ -363,50 +373,74 @@ def transcribe_chunks(
     decoding: DecodingOptions,
     on_progress: ProgressHook | None = None,
 ) -> list[RawSegment]:
+    return transcribe_streams(backend, [ChunkStream(samples, chunks, tokenizer, on_progress)], decoding)[0]
+
+
+def transcribe_streams(backend: Backend, streams: list[ChunkStream], decoding: DecodingOptions) -> list[list[RawSegment]]:
+    """Segments of each file, its chunks decoded in batches shared with the other files' (a 5 s memo does not fill a
+    batch of 8 alone). A chunk's tokens do not depend on what else is in its batch (tests/test_batched.py), so each
+    file gets what decoding it alone gives. DECODING holds the files' common settings (not their languages, which
+    their tokenizers carry). Interleaved context links a file's chunks to each other: then each file runs alone."""
+    if decoding.interleaved_context and len(streams) > 1:
+        return [transcribe_streams(backend, [stream], decoding)[0] for stream in streams]
+    first = streams[0].tokenizer  # text, end-of-text and suppressed tokens: the same for every language of one model
     temperatures = tuple(decoding.temperature) or (0.0,)
     rules = FallbackRules(temperatures, decoding.compression_ratio_threshold, decoding.logprob_threshold, decoding.no_speech_threshold)
     base = GenerateOptions(
         beam_size=decoding.beam_size,
         patience=decoding.patience,
         length_penalty=decoding.length_penalty,
-        suppress_tokens=suppressed_tokens(tokenizer, decoding.suppress_tokens, decoding.suppress_numerals),
+        suppress_tokens=suppressed_tokens(first, decoding.suppress_tokens, decoding.suppress_numerals),
         without_timestamps=decoding.without_timestamps,
     )
-    initial = tokenizer.encode(" " + decoding.initial_prompt.strip()) if decoding.initial_prompt else []
-    previous = {i: initial for i in range(len(chunks))}
-    next_in_stream: dict[int, int] = {}
-    plan = batches(len(chunks), decoding.batch_size, decoding.interleaved_context)
+    items = [(s, i) for s, stream in enumerate(streams) for i in range(len(stream.chunks))]  # (file, chunk)
+    initial = [stream.tokenizer.encode(" " + decoding.initial_prompt.strip()) if decoding.initial_prompt else [] for stream in streams]
+    previous = {item: initial[item[0]] for item in items}
+    next_in_stream: dict[tuple[int, int], tuple[int, int]] = {}
+    plan = [[items[k] for k in batch] for batch in batches(len(items), decoding.batch_size, decoding.interleaved_context)]
     if decoding.interleaved_context:
         for step, following in zip(plan, plan[1:], strict=False):
             next_in_stream.update(zip(step, following, strict=False))
-    total = sum(c.duration for c in chunks)
-    done, by_chunk = 0.0, {}
-    for indices in plan:
-        encoded = backend.encode([window(samples, chunks[i]) for i in indices])
-        prompts = [prompt_tokens(tokenizer, previous[i], decoding.hotwords, decoding.without_timestamps) for i in indices]
-        outcomes = decode_with_fallback(backend, encoded, prompts, base, rules, tokenizer, decoding.best_of)
-        early = [row for row, (g, _, _) in enumerate(outcomes) if stopped_early(g, chunks[indices[row]], tokenizer)]
+    totals = [sum(c.duration for c in stream.chunks) for stream in streams]
+    done = [0.0] * len(streams)
+    by_chunk: list[dict[int, list[RawSegment]]] = [{} for _ in streams]
+    for batch in plan:
+        chunks = [streams[s].chunks[i] for s, i in batch]
+        tokenizers = [streams[s].tokenizer for s, _ in batch]
+        encoded = backend.encode([window(streams[s].samples, chunk) for (s, _), chunk in zip(batch, chunks, strict=True)])
+        prompts = [
+            prompt_tokens(tokenizer, previous[item], decoding.hotwords, decoding.without_timestamps)
+            for tokenizer, item in zip(tokenizers, batch, strict=True)
+        ]
+        outcomes = decode_with_fallback(backend, encoded, prompts, base, rules, first, decoding.best_of)
+        early = [row for row, (g, _, _) in enumerate(outcomes) if stopped_early(g, chunks[row], first)]
         if decoding.without_timestamps and early:
-            timed = [prompt_tokens(tokenizer, previous[indices[row]], decoding.hotwords, False) for row in early]
-            redecode_with_timestamps(backend, encoded, early, timed, outcomes, base, rules, tokenizer, decoding.best_of)
-        decoded = [DecodedChunk(chunks[i], g, t, r) for i, (g, t, r) in zip(indices, outcomes, strict=True)]
+            timed = [prompt_tokens(tokenizers[row], previous[batch[row]], decoding.hotwords, False) for row in early]
+            redecode_with_timestamps(backend, encoded, early, timed, outcomes, base, rules, first, decoding.best_of)
+        decoded = [DecodedChunk(chunk, g, t, r) for chunk, (g, t, r) in zip(chunks, outcomes, strict=True)]
         kept = [row for row, d in enumerate(decoded) if _keep(d, rules)]
-        per_row = {row: split_segments(decoded[row], tokenizer) for row in kept}
-        if decoding.word_timestamps and kept:
-            _add_words(backend, encoded, kept, decoded, per_row, tokenizer, decoding)
-        for row in kept:
-            by_chunk[indices[row]] = per_row[row]
-        for row, index in enumerate(indices):
-            if index in next_in_stream:  # the next chunk of this stream is prompted with this one's text
-                text = [t for t in decoded[row].generated.tokens if t < tokenizer.eot]
-                previous[next_in_stream[index]] = text if row in per_row else initial
-        done += sum(chunks[i].duration for i in indices)
-        if on_progress:
-            on_progress(done, total)
-    segments = [segment for index in sorted(by_chunk) for segment in by_chunk[index]]  # interleaved batches are not in order
-    if decoding.word_timestamps:
-        fit_segments_to_words(segments, vad_chunks=decoding.vad is not None)
-    return segments
+        per_row = {row: split_segments(decoded[row], tokenizers[row]) for row in kept}
+        for s in sorted({s for s, _ in batch}):
+            rows = [row for row in kept if batch[row][0] == s]
+            if decoding.word_timestamps and rows:
+                _add_words(backend, encoded, rows, decoded, per_row, streams[s].tokenizer, decoding)
+            for row in rows:
+                by_chunk[s][batch[row][1]] = per_row[row]
+        for row, item in enumerate(batch):
+            if item in next_in_stream:  # the next chunk of this stream is prompted with this one's text
+                text = [t for t in decoded[row].generated.tokens if t < first.eot]
+                previous[next_in_stream[item]] = text if row in per_row else initial[item[0]]
+            done[item[0]] += chunks[row].duration
+        for s in sorted({s for s, _ in batch}):
+            if streams[s].on_progress:
+                streams[s].on_progress(done[s], totals[s])  # type: ignore[misc]
+    results = []
+    for chunks_segments in by_chunk:
+        segments = [segment for index in sorted(chunks_segments) for segment in chunks_segments[index]]  # interleaved: out of order
+        if decoding.word_timestamps:
+            fit_segments_to_words(segments, vad_chunks=decoding.vad is not None)
+        results.append(segments)
+    return results
 
 
 def _keep(decoded: DecodedChunk, rules: FallbackRules) -> bool:
@@ -432,7 +466,7 @@ def _add_words(
     tokenizer: Any,
     decoding: DecodingOptions,
 ) -> None:
-    subset = encoded if len(rows) == len(decoded) else backend.select(encoded, rows)
+    subset = encoded if rows == list(range(len(decoded))) else backend.select(encoded, rows)
     prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
     texts = [[t for t in decoded[row].generated.tokens if t < tokenizer.eot] for row in rows]
     for row, words in zip(rows, backend.align_words(subset, [prompt] * len(rows), texts, tokenizer), strict=True):
