@@ -21,6 +21,10 @@ PROVENANCE_PACKAGES = ["numpy", "torch", "torchaudio", "whisperx", "pyannote.aud
 
 ProgressReport = Callable[[str, float, float], None]  # (step, done, total)
 
+# A worker keeps the alignment model for its next file (loading it again costs seconds). Past half an hour of audio
+# the diarization that follows holds the most memory of the run, and the model (0.4-1.2 GB) would only add to it.
+KEEP_ALIGN_MODEL_UP_TO_S = 1800.0
+
 
 @dataclass(frozen=True)
 class Stage2Options:
@@ -72,6 +76,8 @@ def align_and_diarize(
     alignment_info = None
     if options.align and segments:
         segments, alignment_info = _align(transcript.language, segments, audio, options, timings, report)
+        if options.diarize is not None and duration > KEEP_ALIGN_MODEL_UP_TO_S:
+            _release_align_model()
     diarization = None
     if options.diarize is not None:
         step = time.perf_counter()
@@ -100,6 +106,15 @@ def align_and_diarize(
         diarization=diarization.info if diarization else None,
         provenance=[transcript.provenance, provenance],
     )
+
+
+def _release_align_model() -> None:
+    import gc
+
+    from .alignment.model import load_align_model
+
+    load_align_model.cache_clear()
+    gc.collect()
 
 
 def _align(
