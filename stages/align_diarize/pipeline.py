@@ -89,7 +89,11 @@ def align_and_diarize(
         timings["load_diarization_pipeline"] = time.perf_counter() - step
         step = time.perf_counter()
         diarization = diarize(
-            pipeline, info, audio.samples, options.diarize, lambda name, fraction: report(f"diarize: {name}", fraction * duration, duration)
+            pipeline,
+            info,
+            audio.take_samples(),  # handed over, no name kept here: the engine frees them once the embeddings are made
+            options.diarize,
+            lambda name, fraction: report(f"diarize: {name}", fraction * duration, duration),
         )
         timings["diarize"] = time.perf_counter() - step
         segments = assign_speakers(segments, diarization.turns)

@@ -20,10 +20,15 @@ _BLOCK_FRAMES = 1 << 20  # 1 M samples (2 MB of PCM) per read
 _WAV_UNKNOWN_SIZES = (0xFFFFFFFF, 0x7FFFFFFF)
 
 
-@dataclass(frozen=True)
+@dataclass
 class DecodedAudio:
     samples: np.ndarray  # float32, mono, SAMPLE_RATE
     info: AudioInfo
+
+    def take_samples(self) -> np.ndarray:
+        """The samples, handed over: this object keeps none, so the taker alone decides when they are freed."""
+        samples, self.samples = self.samples, np.empty(0, dtype=np.float32)
+        return samples
 
 
 @dataclass

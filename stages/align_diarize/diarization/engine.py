@@ -26,6 +26,8 @@ from .embeddings import ChunkEmbedder, chunk_embedder
 from .options import DiarizeSpeed
 
 FAST_STEP_FRACTION = 0.3  # of the segmentation window (3.1: 3 s between 10 s windows instead of 1 s)
+# A file's key asking the engine to drop its waveform once the embeddings are made: nothing after them reads it.
+RELEASE_WAVEFORM = "stagewhisper_release_waveform"
 
 
 class EngineSpeakerDiarization(SpeakerDiarization):
@@ -64,6 +66,14 @@ class EngineSpeakerDiarization(SpeakerDiarization):
         binary_segmentations: SlidingWindowFeature,
         exclude_overlap: bool = False,
         hook: Callable[..., None] | None = None,
+    ) -> np.ndarray:
+        embeddings = self._embeddings(file, binary_segmentations, exclude_overlap, hook)
+        if file.get(RELEASE_WAVEFORM):
+            file.pop("waveform", None)
+        return embeddings
+
+    def _embeddings(
+        self, file: Any, binary_segmentations: SlidingWindowFeature, exclude_overlap: bool, hook: Callable[..., None] | None
     ) -> np.ndarray:
         embedder = self._chunk_embedder
         if embedder is None or self.training:
