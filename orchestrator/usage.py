@@ -38,6 +38,7 @@ def check_usage(args: argparse.Namespace) -> None:
     _check_speakers(args)
     _check_language(args)
     _check_backend(args)
+    _check_ray(args)
 
 
 def usage_warnings(args: argparse.Namespace) -> list[str]:
@@ -111,6 +112,21 @@ def _check_backend(args: argparse.Namespace) -> None:
                 f"--{name} needs --backend mlx_whisper (batched chunks are decoded independently; "
                 "--interleaved_context True carries each stream's text forward)",
             )
+
+
+def _check_ray(args: argparse.Namespace) -> None:
+    """What a run on a Ray cluster cannot take: a token given here would cross the cluster (nodes keep their own)."""
+    if not getattr(args, "ray", None):
+        return
+    if getattr(args, "hf_token", None):
+        raise StageError(
+            ExitCode.USAGE,
+            "--hf_token with --ray: the token would travel through the cluster; give it to the stage-2 nodes instead "
+            "(`HF_TOKEN=... stagewhisper node join ...`), which pass it to their workers through the environment",
+        )
+    if getattr(args, "vad_method", "silero") == "pyannote" and not getattr(args, "no_vad", False):
+        why = "--vad_method pyannote is not available with --ray yet (its model is exported on this machine); use silero"
+        raise StageError(ExitCode.USAGE, why)
 
 
 def _unused(given: set[str], names: tuple[str, ...], why: str) -> list[str]:
