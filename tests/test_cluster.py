@@ -145,25 +145,30 @@ def _kill(marker: str) -> None:
 
 
 class LocalCluster:
+    """A head running stage 1 (127.0.0.2) and two nodes running stage 2 (127.0.0.3 with an HF token, 127.0.0.4), each
+    its own raylet, all from this checkout and its stage envs."""
+
     def __init__(self, temp_dir: Path) -> None:
         self.port = _free_port()
         self.address = f"127.0.0.2:{self.port}"
         self.temp_dir = temp_dir
-        self.markers = {"head": f"head-{uuid.uuid4().hex[:8]}", "second": f"second-{uuid.uuid4().hex[:8]}"}
+        self.markers = {node: f"{node}-{uuid.uuid4().hex[:8]}" for node in ("head", "second", "third")}
 
     def env(self, node: str, **extra: str) -> dict[str, str]:
         return {**os.environ, **RAY_ENV, "STAGEWHISPER_TEST_NODE": self.markers[node], **extra}
 
     def start(self) -> None:
         light = ["--ray-arg=--object-store-memory=300000000"]
-        head = ["stagewhisper", "node", "start", "--head", "--port", str(self.port), "--stages", "transcribe,align_diarize", *light]
-        head += ["--node-ip", "127.0.0.2"]
-        head += [f"--ray-arg=--temp-dir={self.temp_dir}"]
-        done = subprocess.run(head, env=self.env("head"), capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, done.stderr + done.stdout
-        ports = [f"--ray-arg=--{name}={_free_port()}" for name in ("dashboard-agent-listen-port", "metrics-export-port")]
-        second = ["stagewhisper", "node", "join", self.address, "--stages", "align_diarize", "--node-ip", "127.0.0.3", *light, *ports]
-        done = subprocess.run(second, env=self.env("second", HF_TOKEN=FAKE_TOKEN), capture_output=True, text=True, timeout=180)
+        head = ["stagewhisper", "node", "start", "--head", "--port", str(self.port), "--stages", "transcribe", "--node-ip", "127.0.0.2"]
+        self._run([*head, *light, f"--ray-arg=--temp-dir={self.temp_dir}"], self.env("head"))
+        for node, ip, extra in (("second", "127.0.0.3", {"HF_TOKEN": FAKE_TOKEN}), ("third", "127.0.0.4", {})):
+            ports = [f"--ray-arg=--{name}={_free_port()}" for name in ("dashboard-agent-listen-port", "metrics-export-port")]
+            join = ["stagewhisper", "node", "join", self.address, "--stages", "align_diarize", "--node-ip", ip, *light, *ports]
+            self._run(join, self.env(node, **extra))
+
+    @staticmethod
+    def _run(command: list[str], env: dict[str, str]) -> None:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stderr + done.stdout
 
     def stop(self) -> None:
@@ -304,3 +309,20 @@ def _stage_workers(marker: str) -> list[int]:
             if b"stages.transcribe.worker" in command and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
                 found.append(pid)
     return found
+
+
+@pytest.mark.slow
+def test_a_stage_no_node_runs_is_an_error_naming_it(cluster: LocalCluster, tmp_path: Path, sample_wav: Path) -> None:
+    """Both stage-2 nodes gone: `run --ray` does not hang on work no node can take, it names the stage (exit 6)."""
+    for node in ("second", "third"):
+        _kill(cluster.markers[node])
+    files = _speech(tmp_path / "in", sample_wav, 1)
+    command = ["stagewhisper", "run", *map(str, files), *FLAGS, "-o", str(tmp_path / "out"), "--ray", cluster.address]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, env=cluster.env("head", STAGEWHISPER_RAY_WAIT_S="8"), timeout=120)
+    assert done.returncode == ExitCode.ENV_BROKEN, done.stderr
+    error = " ".join(done.stderr.split())
+    assert "runs stage align_diarize" in error or "could run stage align_diarize" in error, error
+    assert f"stagewhisper node join {cluster.address} --stages align_diarize" in error
+    assert time.monotonic() - started < 90
+    assert not (tmp_path / "out" / f"{files[0].stem}.json").exists()
