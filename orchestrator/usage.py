@@ -59,6 +59,8 @@ def usage_warnings(args: argparse.Namespace) -> list[str]:
         warnings.append("--best_of has no effect without a fallback to sampling; drop it or --temperature_increment_on_fallback None")
     if "max_line_count" in given and args.max_line_width is None:
         warnings.append("--max_line_count has no effect without --max_line_width; add --max_line_width N")
+    if getattr(args, "ray", None) and getattr(args, "jobs", 1) != 1:
+        warnings.append("--jobs has no effect with --ray: each node runs its own stage-2 workers (`node join --stage2-workers N`)")
     return warnings
 
 

@@ -106,8 +106,9 @@ def test_a_token_given_to_the_driver_is_refused_and_a_missing_head_is_an_error(c
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    assert main(["transcribe", "a.wav", "--ray", f"127.0.0.1:{port}"]) == ExitCode.ENV_BROKEN
-    assert "no Ray head answers at" in " ".join(capsys.readouterr().err.split())
+    assert main(["run", "a.wav", "--ray", f"127.0.0.1:{port}", "--jobs", "2"]) == ExitCode.ENV_BROKEN
+    error = " ".join(capsys.readouterr().err.split())
+    assert "no Ray head answers at" in error and "--jobs has no effect with --ray" in error
 
 
 def _never(*args: object, **kwargs: object) -> None:
@@ -264,6 +265,29 @@ def _wait_for_a_file_sent_to(marker: str, logs: Path, deadline_s: float) -> str 
                     return log.name.removesuffix(".align_diarize.log")
         time.sleep(0.05)
     return None
+
+
+@pytest.mark.slow
+def test_align_diarize_on_the_cluster_takes_transcripts_and_packs(cluster: LocalCluster, tmp_path: Path, sample_wav: Path) -> None:
+    """Stage 1 on the cluster, then stage 2 alone from a transcript and from a pack: outputs named as locally (the
+    pack's after the pack), the audio's paths this machine's, a rerun reused from the same cache."""
+    files = _speech(tmp_path / "in", sample_wav, 2)
+    out = tmp_path / "out"
+    env = cluster.env("head")
+    stage1 = ["stagewhisper", "transcribe", *map(str, files), *FLAGS[:4], "-o", str(out), "--ray", cluster.address]
+    first = subprocess.run(stage1, capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr
+    pack = tmp_path / "moved.swpack"
+    assert subprocess.run(["stagewhisper", "pack", str(out / f"{files[1].stem}.transcript.json"), "-o", str(pack)], env=env).returncode == 0
+    inputs = [str(out / f"{files[0].stem}.transcript.json"), str(pack)]
+    command = ["stagewhisper", "align-diarize", *inputs, *FLAGS[4:], "-o", str(out), "--ray", cluster.address]
+    second = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert second.returncode == 0, second.stderr
+    result = json.loads((out / f"{files[0].stem}.json").read_text())
+    assert result["speakers"] and result["audio"]["resolved_path"] == str(files[0].resolve())
+    assert (out / "moved.json").is_file() and (out / "moved.rttm").is_file()
+    again = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert again.returncode == 0 and again.stderr.count("reused") >= 2, again.stderr
 
 
 @pytest.mark.slow
