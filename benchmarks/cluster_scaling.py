@@ -30,7 +30,6 @@ from orchestrator import assets
 
 FLAGS = ["--model", "bundled-tiny.en", "--language", "en", "--no_align", "--diarize", "--diarize_model", "bundled"]
 RAY_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "disabled",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
     "RAY_DISABLE_USAGE_STATS": "1",
@@ -79,14 +78,16 @@ def run_config(nodes: int, files: list[Path], cpus: int, work: Path) -> dict[str
     marker = uuid.uuid4().hex[:8]
     env = {**os.environ, **RAY_ENV, "STAGEWHISPER_BENCH_NODE": marker}
     port = free_port()
-    address = f"127.0.0.1:{port}"
-    common = ["--node-ip", "127.0.0.1", f"--ray-arg=--num-cpus={cpus}", "--ray-arg=--object-store-memory=500000000"]
+    address = f"127.0.0.2:{port}"  # each node its own loopback address (Ray rewrites 127.0.0.1 to the machine's)
+    common = [f"--ray-arg=--num-cpus={cpus}", "--ray-arg=--object-store-memory=500000000"]
     try:
         head = ["stagewhisper", "node", "start", "--head", "--port", str(port), "--stages", "transcribe,align_diarize", *common]
+        head += ["--node-ip", "127.0.0.2"]
         subprocess.run(head, env=env, check=True, capture_output=True, timeout=300)
-        for _ in range(nodes - 1):
+        for index in range(nodes - 1):
             ports = [f"--ray-arg=--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "metrics-export-port")]
-            join = ["stagewhisper", "node", "join", address, "--stages", "align_diarize", *common, *ports]
+            join = ["stagewhisper", "node", "join", address, "--stages", "align_diarize", "--node-ip", f"127.0.0.{3 + index}"]
+            join += [*common, *ports]
             subprocess.run(join, env=env, check=True, capture_output=True, timeout=300)
         out = work / f"out-{nodes}"
         started = time.perf_counter()
