@@ -201,6 +201,8 @@ class Interrupted(Exception):
 # Files a stage-1 worker holds at once: it decodes their speech chunks in shared batches (a 5 s memo does not fill a
 # batch alone). More would only delay the first transcripts, which stage 2 is waiting for.
 STAGE1_HELD_FILES = 8
+# `align-diarize --ray`: inputs in flight at once (each holds a thread here while a node works on it).
+RAY_INPUTS_AT_ONCE = 64
 
 
 def _resolved(item: Pending) -> StageOutcome:
@@ -529,7 +531,9 @@ def align_diarize_all(args: argparse.Namespace) -> list[StageOutcome]:
     if args.audio and len(inputs) > 1:
         raise StageError(ExitCode.USAGE, "--audio names the audio of one input; pass one transcript or pack with it")
     jobs = max(1, args.jobs)
-    if jobs > 1:
+    if args.ray:  # the cluster's nodes decide how many run at once: hand them every input (a thread each waits here)
+        jobs = min(len(inputs), RAY_INPUTS_AT_ONCE)
+    elif jobs > 1:
         args = argparse.Namespace(**{**vars(args), "threads": max(1, (args.threads or runtime.performance_cores()) // jobs)})
     first_output_dir = Path(args.output_dir) if args.output_dir else Path(inputs[0]).parent
     stage2 = stage_pool(
