@@ -36,7 +36,7 @@ from shared.writers import render
 
 from ..stage_runner import StageOutcome, open_log
 from . import NAMESPACE, import_ray, resource_name, wait_seconds
-from .actors import AUDIO, OUTPUT_DIR, TRANSCRIPT, StageActor
+from .actors import AUDIO, JOB_DIR, OUTPUT_DIR, TRANSCRIPT, StageActor
 
 EventHook = Callable[[ProgressEvent], None]
 ATTEMPTS = 3  # nodes a file may be lost with before it fails
@@ -478,8 +478,9 @@ class ClusterPool:
     def _written(self, task: _Task, reply: dict[str, Any]) -> StageOutcome:
         """The node's reply as a local run leaves it: its log appended to the file's log, and its outputs written here
         all or none, the JSON last, with this machine's audio paths."""
-        _append(task.log_path, local_text(reply.get("log", ""), task.local))
-        code, error = int(reply.get("exit_code", ExitCode.FAILED)), local_text(reply.get("error", ""), task.local)
+        here = {f"{JOB_DIR}/job.log": task.log_path, **task.local}  # the node's copy of the log is this one
+        _append(task.log_path, local_text(reply.get("log", ""), here))
+        code, error = int(reply.get("exit_code", ExitCode.FAILED)), local_text(reply.get("error", ""), here)
         if code != ExitCode.OK:
             return self._outcome(task, code, error, float(reply.get("seconds", 0.0)))
         try:
