@@ -1,6 +1,7 @@
 """Many files across machines on Ray (issue 13): nodes refuse to join without their stage env or with other versions;
-a real two-node cluster on this machine (two raylets on loopback, different stages) gives a local run's results, and
-loses nothing when the second node is killed mid-run; Ctrl-C leaves no partial output."""
+a real cluster on this machine (three raylets on their own loopback addresses: a head running stage 1, two nodes
+running stage 2) gives a local run's results and loses nothing when a node is killed mid-run; Ctrl-C leaves no
+partial output; a stage no node runs is an error naming it."""
 
 from __future__ import annotations
 
