@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -44,9 +44,10 @@ from shared.progress import ProgressEvent
 from shared.writers import WriterOptions, expand_formats, result_formats, write_outputs
 
 from . import assets, envs, pack, runtime, workdir
+from .cluster.nodes import add_node_commands, command_node
 from .stage_runner import StageOutcome, log_path_for, stop_running_stages
 from .usage import apply_whisperx_flags, check_usage, usage_warnings
-from .workers import WorkerPool
+from .workers import StagePool, WorkerPool
 
 console = Console(stderr=True)
 
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_force_flag(align)
     _add_whisperx_flags(align)
     align.add_argument("--jobs", type=int_at_least(1), default=1, help="inputs processed at once (the CPU threads are shared between them)")
+    _add_ray_flag(align)
 
     packer = commands.add_parser(
         "pack", help=f"one portable file ({pack.PACK_SUFFIX}) with a transcript and its audio, for stage 2 on another machine"
@@ -117,14 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-audio", action="store_true", help="leave the audio out (only its sha256 and size): pass --audio to align-diarize"
     )
 
+    add_node_commands(commands)
+
     demo = commands.add_parser("demo", help="the pipeline on pyannote's sample call with bundled models, offline")
     demo.add_argument("--output_dir", "-o", default="stagewhisper-demo", help="folder for the outputs")
     add_flags(demo, (THREADS_FLAG,))
     return parser
 
 
+def _add_ray_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--ray", default=None, metavar="HOST:PORT", help="run the stages on the Ray cluster at HOST:PORT (see `stagewhisper node`)"
+    )
+
+
 def _add_run_flags(command: argparse.ArgumentParser) -> None:
     command.add_argument("--output_dir", "-o", default=".", help="folder for the outputs")
+    _add_ray_flag(command)
     add_flags(command.add_argument_group("output"), WRITER_FLAGS)
     add_flags(command.add_argument_group("stage 1 (transcribe)"), TRANSCRIBE_FLAGS)
     add_flags(command, (THREADS_FLAG,))
@@ -190,6 +201,8 @@ class Interrupted(Exception):
 # Files a stage-1 worker holds at once: it decodes their speech chunks in shared batches (a 5 s memo does not fill a
 # batch alone). More would only delay the first transcripts, which stage 2 is waiting for.
 STAGE1_HELD_FILES = 8
+# `align-diarize --ray`: inputs in flight at once (each holds a thread here while a node works on it).
+RAY_INPUTS_AT_ONCE = 64
 
 
 def _resolved(item: Pending) -> StageOutcome:
@@ -197,7 +210,7 @@ def _resolved(item: Pending) -> StageOutcome:
 
 
 def _stop_and_collect(
-    pools: Sequence[WorkerPool | None], pending: Sequence[Pending], executor: ThreadPoolExecutor | None = None
+    pools: Sequence[StagePool | None], pending: Sequence[Pending], executor: ThreadPoolExecutor | None = None
 ) -> list[StageOutcome]:
     """Stop every worker (their files in hand end as interrupted), cancel what no worker holds yet, let the threads
     following them end, and keep the outcomes of what ended."""
@@ -219,7 +232,7 @@ def _stop_and_collect(
 
 
 @contextlib.contextmanager
-def _workers(*pools: WorkerPool | None) -> Iterator[None]:
+def _workers(*pools: StagePool | None) -> Iterator[None]:
     """The run's worker pools, shut down when it ends (their workers finish what they hold, then exit)."""
     try:
         yield
@@ -261,6 +274,25 @@ def _telling_parts(paths: Sequence[str]) -> list[tuple[str, ...]]:
     return telling
 
 
+def stage_pool(
+    args: argparse.Namespace,
+    stage: str,
+    size: int,
+    threads: int | None,
+    extra_env: dict[str, str] | None,
+    worker_log: Callable[[str], Path],
+    capacity: int = 1,
+    prepare_argv: list[str] | None = None,
+) -> StagePool:
+    """The stage's workers: here, or with `--ray HOST:PORT` on the cluster's nodes that offer the stage (each node sets
+    its own workers' threads from its cores unless --threads is given; --jobs is the nodes' business there)."""
+    if getattr(args, "ray", None):
+        from .cluster.driver import cluster_pool
+
+        return cluster_pool(args.ray, stage, args.threads or None, extra_env, capacity, prepare_argv)
+    return WorkerPool(stage, size, threads, extra_env, worker_log, capacity=capacity, prepare_argv=prepare_argv)
+
+
 def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = None, then_stage2: bool = False) -> list[StageOutcome]:
     """Stage 1 on every file, each followed by stage 2 when asked; a failing file never stops the others.
 
@@ -281,11 +313,11 @@ def transcribe_all(args: argparse.Namespace, extra_env: dict[str, str] | None = 
     jobs = max(1, getattr(args, "jobs", 1))
     stage1_args, stage2_args = split_threads(args, jobs, both_stages=then_stage2 and len(audio_files) > 1)
     worker_log = partial(log_path_for, output_dir, stage="transcribe")
-    stage1 = WorkerPool("transcribe", 1, stage1_args.threads or None, extra_env, worker_log, capacity=STAGE1_HELD_FILES)
+    stage1 = stage_pool(args, "transcribe", 1, stage1_args.threads or None, extra_env, worker_log, capacity=STAGE1_HELD_FILES)
     stage2 = None
     if then_stage2:
-        stage2 = WorkerPool(
-            "align_diarize", jobs, stage2_args.threads or None, _merged(extra_env, args),
+        stage2 = stage_pool(
+            args, "align_diarize", jobs, stage2_args.threads or None, _merged(extra_env, args),
             partial(log_path_for, output_dir, stage="align_diarize"), prepare_argv=stage2_argv(args),
         )  # fmt: skip
     names = list(zip(audio_files, output_names(audio_files), log_names(audio_files), strict=True))
@@ -369,7 +401,7 @@ def split_threads(args: argparse.Namespace, jobs: int, both_stages: bool = False
 
 def _transcribe_one(
     progress: Progress,
-    pool: WorkerPool,
+    pool: StagePool,
     args: argparse.Namespace,
     audio: str,
     name: str,
@@ -410,7 +442,7 @@ def stage1_key_argv(args: argparse.Namespace) -> list[str]:
 
 def _align_diarize_one(
     progress: Progress,
-    pool: WorkerPool,
+    pool: StagePool,
     args: argparse.Namespace,
     label: str,
     transcript: Path,
@@ -499,11 +531,13 @@ def align_diarize_all(args: argparse.Namespace) -> list[StageOutcome]:
     if args.audio and len(inputs) > 1:
         raise StageError(ExitCode.USAGE, "--audio names the audio of one input; pass one transcript or pack with it")
     jobs = max(1, args.jobs)
-    if jobs > 1:
+    if args.ray:  # the cluster's nodes decide how many run at once: hand them every input (a thread each waits here)
+        jobs = min(len(inputs), RAY_INPUTS_AT_ONCE)
+    elif jobs > 1:
         args = argparse.Namespace(**{**vars(args), "threads": max(1, (args.threads or runtime.performance_cores()) // jobs)})
     first_output_dir = Path(args.output_dir) if args.output_dir else Path(inputs[0]).parent
-    stage2 = WorkerPool(
-        "align_diarize", jobs, args.threads or None, stage2_env(args),
+    stage2 = stage_pool(
+        args, "align_diarize", jobs, args.threads or None, stage2_env(args),
         partial(log_path_for, first_output_dir, stage="align_diarize"), prepare_argv=stage2_argv(args),
     )  # fmt: skip
     with _progress() as progress, _workers(stage2), ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage2") as pool:
@@ -517,7 +551,7 @@ def align_diarize_all(args: argparse.Namespace) -> list[StageOutcome]:
             raise Interrupted(_stop_and_collect([stage2], list(futures), executor=pool)) from None
 
 
-def _align_diarize_input(progress: Progress, workers: WorkerPool, args: argparse.Namespace, item: str, log_name: str) -> StageOutcome:
+def _align_diarize_input(progress: Progress, workers: StagePool, args: argparse.Namespace, item: str, log_name: str) -> StageOutcome:
     output_dir = Path(args.output_dir) if args.output_dir else Path(item).parent
     if pack.is_pack(Path(item)):
         outcome = _align_diarize_pack(progress, workers, Path(item), output_dir, args, log_name)
@@ -530,7 +564,7 @@ def _align_diarize_input(progress: Progress, workers: WorkerPool, args: argparse
 
 
 def _align_diarize_pack(
-    progress: Progress, workers: WorkerPool, pack_path: Path, output_dir: Path, args: argparse.Namespace, log_name: str
+    progress: Progress, workers: StagePool, pack_path: Path, output_dir: Path, args: argparse.Namespace, log_name: str
 ) -> StageOutcome:
     """Verify and unpack into a private temp folder, then stage 2 exactly as for a transcript, outputs named after the pack."""
     started = time.perf_counter()
@@ -578,7 +612,7 @@ def _merged(extra_env: dict[str, str] | None, args: argparse.Namespace) -> dict[
 
 
 def _submit(
-    progress: Progress, pool: WorkerPool, label: str, argv: list[str], output_dir: Path, log_name: str | None = None
+    progress: Progress, pool: StagePool, label: str, argv: list[str], output_dir: Path, log_name: str | None = None
 ) -> Future[StageOutcome]:
     """Queue one file on the stage's workers, with a progress line that follows it."""
     stage = pool.stage
@@ -624,9 +658,13 @@ def report(outcomes: Sequence[StageOutcome]) -> int:
     table.add_column("output / error", overflow="fold")
     for outcome, shown in zip(outcomes, display_names([outcome.audio for outcome in outcomes]), strict=True):
         status = ("[cyan]reused[/]" if outcome.reused else "[green]ok[/]") if outcome.ok else f"[red]exit {outcome.exit_code}[/]"
+        status += " [yellow](retried)[/]" if outcome.retried else ""
         detail = _shown_path(main_output(outcome)) if outcome.ok and outcome.outputs else outcome.error
         table.add_row(shown, outcome.stage, status, f"{outcome.seconds:.1f}s", detail, end_section=False)
     console.print(table)
+    for outcome in outcomes:
+        if outcome.retried:  # on a cluster: a node died while on it, and another did it (written once)
+            console.print(f"[yellow]retried[/]: {outcome.audio} ({outcome.stage}): {outcome.retried}", highlight=False, soft_wrap=True)
     failures = [outcome for outcome in outcomes if not outcome.ok]
     for outcome in failures:
         # stages' own errors usually start with the file already
@@ -742,6 +780,7 @@ def print_result(path: Path, outcomes: Sequence[StageOutcome]) -> None:
 
 COMMANDS = {
     "setup": command_setup,
+    "node": command_node,
     "transcribe": command_transcribe,
     "run": command_run,
     "align-diarize": command_align_diarize,

@@ -33,6 +33,7 @@ class StageOutcome:
     outputs: list[Path] = field(default_factory=list)
     error: str = ""
     reused: bool = False  # outputs written from a kept artifact: the stage did not run
+    retried: str = ""  # on a cluster: the nodes lost while on it, and where it ran again
 
     @property
     def ok(self) -> bool:

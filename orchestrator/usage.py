@@ -38,6 +38,7 @@ def check_usage(args: argparse.Namespace) -> None:
     _check_speakers(args)
     _check_language(args)
     _check_backend(args)
+    _check_ray(args)
 
 
 def usage_warnings(args: argparse.Namespace) -> list[str]:
@@ -58,6 +59,8 @@ def usage_warnings(args: argparse.Namespace) -> list[str]:
         warnings.append("--best_of has no effect without a fallback to sampling; drop it or --temperature_increment_on_fallback None")
     if "max_line_count" in given and args.max_line_width is None:
         warnings.append("--max_line_count has no effect without --max_line_width; add --max_line_width N")
+    if getattr(args, "ray", None) and getattr(args, "jobs", 1) != 1:
+        warnings.append("--jobs has no effect with --ray: each node runs its own stage-2 workers (`node join --stage2-workers N`)")
     return warnings
 
 
@@ -111,6 +114,21 @@ def _check_backend(args: argparse.Namespace) -> None:
                 f"--{name} needs --backend mlx_whisper (batched chunks are decoded independently; "
                 "--interleaved_context True carries each stream's text forward)",
             )
+
+
+def _check_ray(args: argparse.Namespace) -> None:
+    """What a run on a Ray cluster cannot take: a token given here would cross the cluster (nodes keep their own)."""
+    if not getattr(args, "ray", None):
+        return
+    if getattr(args, "hf_token", None):
+        raise StageError(
+            ExitCode.USAGE,
+            "--hf_token with --ray: the token would travel through the cluster; give it to the stage-2 nodes instead "
+            "(`HF_TOKEN=... stagewhisper node join ...`), which pass it to their workers through the environment",
+        )
+    if getattr(args, "vad_method", "silero") == "pyannote" and not getattr(args, "no_vad", False):
+        why = "--vad_method pyannote is not available with --ray yet (its model is exported on this machine); use silero"
+        raise StageError(ExitCode.USAGE, why)
 
 
 def _unused(given: set[str], names: tuple[str, ...], why: str) -> list[str]:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from shared.errors import ExitCode
 from shared.progress import ProgressEvent
@@ -33,6 +34,20 @@ from .stage_runner import StageOutcome, open_log, register_process, signal_name,
 
 EventHook = Callable[[ProgressEvent], None]
 CLOSE_GRACE_S = 30.0  # how long an idle worker may take to exit once its stdin closes, before SIGKILL
+
+
+class StagePool(Protocol):
+    """What the CLI needs of a stage's workers: the local `WorkerPool`, or a Ray cluster's (orchestrator.cluster.driver)."""
+
+    stage: str
+
+    def submit(self, argv: Sequence[str], label: str, log_path: Path, on_event: EventHook | None = None) -> Future[StageOutcome]: ...
+
+    def start(self) -> None: ...
+
+    def close(self, cancel: bool = False) -> None: ...
+
+    def shutdown(self, timeout_s: float = CLOSE_GRACE_S) -> None: ...
 
 
 @dataclass
