@@ -216,7 +216,7 @@ def _content(path: Path) -> dict[str, object]:
 def test_a_run_on_two_nodes_equals_a_local_run_and_a_killed_node_loses_nothing(
     cluster: LocalCluster, tmp_path: Path, sample_wav: Path
 ) -> None:
-    files = _speech(tmp_path / "in", sample_wav, 8)
+    files = _speech(tmp_path / "in", sample_wav, 12)  # the 12 files
     local = subprocess.run(
         ["stagewhisper", "run", *map(str, files), *FLAGS, "-o", str(tmp_path / "local")],
         capture_output=True,
