@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import wave
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -128,3 +129,23 @@ class FakeWorkerPool:
 def fake_worker_pools(run: Callable[[str, str, list[str], Path], StageOutcome]) -> Callable[..., FakeWorkerPool]:
     """What to put in place of `orchestrator.cli.WorkerPool`."""
     return functools.partial(FakeWorkerPool, run)
+
+
+def cut_wav(source: Path, destination: Path, start_s: float, seconds: float) -> None:
+    """SECONDS of the WAV SOURCE from START_S, as a WAV of the same format."""
+    with wave.open(str(source), "rb") as reader:
+        rate = reader.getframerate()
+        reader.setpos(int(start_s * rate))
+        params, frames = reader.getparams(), reader.readframes(int(seconds * rate))
+    with wave.open(str(destination), "wb") as writer:
+        writer.setparams(params)
+        writer.writeframes(frames)
+
+
+def repeat_wav(source: Path, destination: Path, times: int) -> None:
+    """The WAV SOURCE repeated TIMES times (other bytes than the source: nothing is reused from a cache)."""
+    with wave.open(str(source), "rb") as reader:
+        params, frames = reader.getparams(), reader.readframes(reader.getnframes())
+    with wave.open(str(destination), "wb") as writer:
+        writer.setparams(params)
+        writer.writeframes(frames * times)

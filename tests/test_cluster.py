@@ -15,7 +15,6 @@ import subprocess
 import tempfile
 import time
 import uuid
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from orchestrator import envs
 from orchestrator.cli import main
 from orchestrator.cluster import actors, driver, nodes
 from shared.errors import ExitCode
+
+from .factories import cut_wav, repeat_wav
 
 FAKE_TOKEN = "hf_" + "x" * 34  # never a real one: what must reach stage 2 by environment and appear nowhere else
 # Two raylets on one machine: each node advertises its own loopback address (127.0.0.2, 127.0.0.3; Ray rewrites 127.0.0.1
@@ -188,22 +189,12 @@ def cluster(stage_envs: dict[str, Path]) -> Iterator[LocalCluster]:
         local.stop()
 
 
-def _cut(source: Path, destination: Path, start_s: float, seconds: float) -> None:
-    with wave.open(str(source), "rb") as reader:
-        rate = reader.getframerate()
-        reader.setpos(int(start_s * rate))
-        params, frames = reader.getparams(), reader.readframes(int(seconds * rate))
-    with wave.open(str(destination), "wb") as writer:
-        writer.setparams(params)
-        writer.writeframes(frames)
-
-
 def _speech(folder: Path, sample_wav: Path, count: int) -> list[Path]:
     folder.mkdir()
     files = []
     for index in range(count):
         files.append(folder / f"part{index:02d}.wav")
-        _cut(sample_wav, files[-1], 6.0 + (index * 2.5) % 20, 5.0 + index % 3)
+        cut_wav(sample_wav, files[-1], 6.0 + (index * 2.5) % 20, 5.0 + index % 3)
     return files
 
 
@@ -297,11 +288,7 @@ def test_ctrl_c_on_the_driver_stops_the_cluster_work_and_leaves_no_partial_outpu
 ) -> None:
     files = _speech(tmp_path / "in", sample_wav, 3)
     long = tmp_path / "in" / "long.wav"
-    with wave.open(str(sample_wav), "rb") as reader:
-        params, frames = reader.getparams(), reader.readframes(reader.getnframes())
-    with wave.open(str(long), "wb") as writer:
-        writer.setparams(params)
-        writer.writeframes(frames * 8)  # 4 minutes: still decoding when Ctrl-C comes
+    repeat_wav(sample_wav, long, times=8)  # 4 minutes: still decoding when Ctrl-C comes
     out = tmp_path / "out"
     command = ["stagewhisper", "transcribe", str(long), *map(str, files), *FLAGS[:4], "-o", str(out), "--ray", cluster.address]
     with subprocess.Popen(

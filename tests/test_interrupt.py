@@ -10,24 +10,16 @@ import signal
 import subprocess
 import sys
 import time
-import wave
 from pathlib import Path
 
 import pytest
 
 from shared.errors import ExitCode
 
+from .factories import repeat_wav
 from .test_bad_input import worker_on
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _repeat(source: Path, destination: Path, times: int) -> None:
-    with wave.open(str(source), "rb") as reader:
-        params, frames = reader.getparams(), reader.readframes(reader.getnframes())
-    with wave.open(str(destination), "wb") as writer:
-        writer.setparams(params)
-        writer.writeframes(frames * times)
 
 
 def _wait_for(path: Path, deadline_s: float) -> None:
@@ -43,7 +35,7 @@ def test_interrupt_stops_the_stage_prints_what_finished_and_leaves_no_traceback(
 ) -> None:
     first, second = tmp_path / "first.wav", tmp_path / "second.wav"
     shutil.copy(sample_wav, first)
-    _repeat(sample_wav, second, times=10)  # other bytes (no reuse of the first's transcript) and long enough to interrupt
+    repeat_wav(sample_wav, second, times=10)  # other bytes (no reuse of the first's transcript) and long enough to interrupt
     output_dir = tmp_path / "out"
     command = ["stagewhisper", "transcribe", first, second, "--model", "bundled-tiny.en", "--language", "en", "--output_dir", output_dir]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}

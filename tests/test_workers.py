@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import time
-import wave
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from shared.worker_protocol import (
     encode,
 )
 
+from .factories import cut_wav, repeat_wav
 from .test_bad_input import worker_on
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
@@ -83,22 +83,14 @@ def test_one_worker_takes_every_file_and_a_failing_one_does_not_stop_it(tmp_path
     assert not list((tmp_path / "logs").glob("worker-*"))  # a worker that ended cleanly leaves no log of its own
 
 
-def _repeat(source: Path, destination: Path, times: int) -> None:
-    with wave.open(str(source), "rb") as reader:
-        params, frames = reader.getparams(), reader.readframes(reader.getnframes())
-    with wave.open(str(destination), "wb") as writer:
-        writer.setparams(params)
-        writer.writeframes(frames * times)
-
-
 @pytest.mark.slow
 def test_a_stage2_worker_killed_mid_file_loses_only_that_file(tmp_path: Path, sample_wav: Path) -> None:
     """kill -9 of the stage-2 worker on the middle file of three: that file exits 8 naming its log, a new worker
     takes the third, and nothing half-written is left."""
     files = [tmp_path / "a.wav", tmp_path / "long.wav", tmp_path / "c.wav"]
     shutil.copy(sample_wav, files[0])
-    _repeat(sample_wav, files[1], times=6)  # long enough to be killed mid-way
-    _repeat(sample_wav, files[2], times=5)  # over 2 minutes: stage 1 does it alone, after long.wav
+    repeat_wav(sample_wav, files[1], times=6)  # long enough to be killed mid-way
+    repeat_wav(sample_wav, files[2], times=5)  # over 2 minutes: stage 1 does it alone, after long.wav
     output_dir = tmp_path / "out"
     command = ["stagewhisper", "run", *map(str, files), "--model", "bundled-tiny.en", "--language", "en", *DIARIZE, "-o", str(output_dir)]
     with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV) as run:
@@ -119,16 +111,6 @@ def test_a_stage2_worker_killed_mid_file_loses_only_that_file(tmp_path: Path, sa
     assert third != pid  # a new worker
 
 
-def _cut(source: Path, destination: Path, start_s: float, seconds: float) -> None:
-    with wave.open(str(source), "rb") as reader:
-        rate = reader.getframerate()
-        reader.setpos(int(start_s * rate))
-        params, frames = reader.getparams(), reader.readframes(int(seconds * rate))
-    with wave.open(str(destination), "wb") as writer:
-        writer.setparams(params)
-        writer.writeframes(frames)
-
-
 def _without_word_probabilities(segments: list[dict]) -> list[dict]:
     return [{**s, "words": [{k: v for k, v in w.items() if k not in ("probability", "score")} for w in s["words"]]} for s in segments]
 
@@ -145,7 +127,7 @@ def test_files_decoded_in_shared_batches_equal_each_file_decoded_alone(tmp_path:
     files = []
     for name, start, seconds in (("a", 6, 4), ("b", 11, 6), ("c", 16, 9), ("d", 20, 3)):
         files.append(tmp_path / f"{name}.wav")
-        _cut(sample_wav, files[-1], start, seconds)
+        cut_wav(sample_wav, files[-1], start, seconds)
     flags = ["--model", "bundled-tiny.en", "--language", "en", "--word_timestamps", "True", "--backend", backend]
     done = subprocess.run(
         ["stagewhisper", "transcribe", *map(str, files), *flags, "-o", str(tmp_path / "together")], capture_output=True, text=True, env=ENV
