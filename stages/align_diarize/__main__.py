@@ -1,3 +1,5 @@
+from stages.common.exit import exit_without_teardown
+
 from .cli import main
 
-raise SystemExit(main())
+exit_without_teardown(main())

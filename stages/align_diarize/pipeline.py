@@ -125,10 +125,10 @@ def _align(
     language: str, segments: list[Segment], audio: DecodedAudio, options: Stage2Options, timings: dict[str, float], report: ProgressReport
 ) -> tuple[list[Segment], AlignmentInfo]:
     from .alignment.align import align_segments
-    from .alignment.model import load_align_model, whisperx_alignment
+    from .alignment.model import default_model_name, import_alignment_stack, load_align_model
 
     step = time.perf_counter()
-    whisperx_alignment()  # torchaudio, transformers' wav2vec2, whisperx's CTC code
+    import_alignment_stack(options.align_model or default_model_name(language))  # torchaudio; transformers for HF models
     timings["import_alignment"] = time.perf_counter() - step
     step = time.perf_counter()
     model = load_align_model(language, options.align_model, options.model_dir, options.align_device)

@@ -1,8 +1,9 @@
 """`python -m stages.align_diarize.worker`: stage 2 as a long-lived worker (stages.common.worker) that imports torch,
-whisperx's alignment and pyannote once and keeps its models loaded across files. Threads come from the environment."""
+the alignment stack and pyannote once and keeps its models loaded across files. Threads come from the environment."""
 
 from __future__ import annotations
 
+from stages.common.exit import exit_without_teardown
 from stages.common.worker import StageCommands, serve
 
 from .cli import STAGE, build_parser, run
@@ -13,9 +14,9 @@ def prepare(argv: list[str]) -> None:
     each transcript's language: the first job loads it)."""
     args = build_parser().parse_args(["<prepare>", *argv])
     if not args.no_align:
-        from .alignment.model import whisperx_alignment
+        from .alignment.model import import_alignment_stack
 
-        whisperx_alignment()
+        import_alignment_stack(args.align_model)
     if args.diarize:
         from .cli import diarize_options
         from .diarization.pipelines import load_pipeline
@@ -29,4 +30,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_without_teardown(main())  # after the last job: the orchestrator waits for this exit

@@ -1,6 +1,6 @@
 """Word times by wav2vec2 CTC forced alignment, segment by segment, with whisperx's trellis and backtrack.
 
-We drive whisperx's CTC primitives (`get_trellis`, `backtrack`, `merge_repeats`) ourselves instead of
+We drive whisperx's CTC primitives (`get_trellis`, `backtrack`, `merge_repeats`, in `ctc.py`) ourselves instead of
 calling `whisperx.align`, because that function loses text: words without characters in the model's
 dictionary ("2024", "$5", "%") get no times (WhisperX #1104), a segment it cannot align keeps no
 words at all, and sentences without an aligned character vanish in its pandas groupby. Here every
@@ -19,7 +19,8 @@ import torch
 from shared.contract import CharAlignment, Segment, Word
 from stages.common.audio import SAMPLE_RATE
 
-from .model import AlignModel, whisperx_alignment
+from .ctc import backtrack, get_trellis, merge_repeats
+from .model import AlignModel
 
 InterpolateMethod = Literal["nearest", "linear", "ignore"]
 LANGUAGES_WITHOUT_SPACES = frozenset({"ja", "zh"})  # whisperx's: one "word" per character
@@ -86,9 +87,6 @@ def alignment_window(segment: Segment, margin: float, duration: float) -> tuple[
 
 def _align_words(words: list[_Word], window: tuple[float, float], waveform: torch.Tensor, model: AlignModel) -> bool:
     """Set the times of words with known characters; False if the segment cannot be aligned at all."""
-    alignment = whisperx_alignment()
-    backtrack, get_trellis, merge_repeats = alignment.backtrack, alignment.get_trellis, alignment.merge_repeats
-
     tokens, owners = _transcript_tokens(words, model)
     window_start, window_end = window
     first, last = int(window_start * SAMPLE_RATE), int(window_end * SAMPLE_RATE)

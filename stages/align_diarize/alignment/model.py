@@ -1,15 +1,19 @@
-"""Loading the wav2vec2 CTC model that aligns words, through whisperx's `load_align_model`.
+"""Loading the wav2vec2 CTC model that aligns words, as whisperx 3.3.1's `load_align_model` does.
 
-whisperx picks the default per language (torchaudio bundles for en/fr/de/es/it, HF repos for the
-rest) and loads a local folder like an HF repo. We add what it lacks: a one-line error when the
-model is neither cached nor downloadable, and the hash of the weights that ran.
+whisperx picks the default per language (torchaudio bundles for en/fr/de/es/it, HF repos for the rest) and loads a
+local folder like an HF repo. We load them with the same calls without importing `whisperx.alignment`, whose module
+top imports transformers' wav2vec2 stack, pandas and nltk (2-4 s per process): a torchaudio bundle needs torchaudio
+only, an HF model transformers' wav2vec2 classes only. We add what whisperx lacks: a one-line error when the model is
+neither cached nor downloadable, and the hash of the weights that ran.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -42,29 +46,71 @@ class AlignModel:
 
 
 def whisperx_alignment() -> ModuleType:
-    """`whisperx.alignment` without running `whisperx/__init__.py`.
+    """Stock `whisperx.alignment` (for comparisons with whisperx.align: benchmarks, tests), without running
+    `whisperx/__init__.py`. The stage itself never imports it (see the module's docstring).
 
     Why: that __init__ imports whisperx's whole pipeline (faster-whisper, ctranslate2, pyannote, lightning: ~4 s) for
     names we never use; alignment.py needs only its siblings audio/utils/types. An empty package module stands in
     for `whisperx`, its submodules load from the real folder. Left alone if whisperx is already imported.
     """
     if "whisperx" not in sys.modules:
-        spec = importlib.util.find_spec("whisperx")
-        if spec is None or not spec.submodule_search_locations:
-            raise StageError(ExitCode.ENV_BROKEN, "whisperx is not installed in the align_diarize environment: run `stagewhisper setup`")
+        spec = _whisperx_spec()
         package = ModuleType("whisperx")
-        package.__path__ = list(spec.submodule_search_locations)
+        package.__path__ = list(spec.submodule_search_locations or [])
         package.__spec__ = spec
         sys.modules["whisperx"] = package
     return importlib.import_module("whisperx.alignment")
 
 
+def _whisperx_spec() -> importlib.machinery.ModuleSpec:
+    spec = importlib.util.find_spec("whisperx")  # finds the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise StageError(ExitCode.ENV_BROKEN, "whisperx is not installed in the align_diarize environment: run `stagewhisper setup`")
+    return spec
+
+
+DEFAULT_TABLES = ("DEFAULT_ALIGN_MODELS_TORCH", "DEFAULT_ALIGN_MODELS_HF")
+
+
+@functools.cache
+def whisperx_default_models() -> dict[str, dict[str, str]]:
+    """whisperx's default alignment model per language: {table name: {language: model}}, for DEFAULT_TABLES.
+
+    Read from the literals of whisperx/alignment.py (ast.literal_eval), not by importing it (seconds, see the module's
+    docstring), so that whisperx stays the one source of the defaults.
+    """
+    if "whisperx.alignment" in sys.modules:
+        module = sys.modules["whisperx.alignment"]
+        return {name: dict(getattr(module, name)) for name in DEFAULT_TABLES}
+    source = Path(next(iter(_whisperx_spec().submodule_search_locations or []))) / "alignment.py"
+    tables = {}
+    for node in ast.parse(source.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id in DEFAULT_TABLES:
+                tables[node.targets[0].id] = ast.literal_eval(node.value)
+    if set(tables) != set(DEFAULT_TABLES):
+        raise StageError(ExitCode.ENV_BROKEN, f"{source} defines no {' / '.join(DEFAULT_TABLES)}: run `stagewhisper setup`")
+    return tables
+
+
 def default_model_name(language: str) -> str:
-    alignment = whisperx_alignment()
-    name = alignment.DEFAULT_ALIGN_MODELS_TORCH.get(language) or alignment.DEFAULT_ALIGN_MODELS_HF.get(language)
+    tables = whisperx_default_models()
+    name = tables["DEFAULT_ALIGN_MODELS_TORCH"].get(language) or tables["DEFAULT_ALIGN_MODELS_HF"].get(language)
     if name is None:
         raise StageError(ExitCode.MODEL_UNAVAILABLE, f"no default alignment model for language {language!r}; {WAYS_OUT}")
     return name
+
+
+def import_alignment_stack(name: str | None) -> None:
+    """Import what aligning with model NAME needs: torchaudio and the CTC path always, transformers' wav2vec2 classes
+    only for a model that is not a torchaudio bundle. NAME None (a language's default, known per file) imports no
+    transformers: the first file in a language whose default is an HF model imports it then."""
+    import torchaudio
+
+    from . import ctc  # noqa: F401 - imported for its cost here, used by align.py
+
+    if name is not None and name not in torchaudio.pipelines.__all__:
+        from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor  # noqa: F401 - as above
 
 
 @functools.lru_cache(maxsize=2)  # once per process: a worker's files in one language share it (read-only in inference)
@@ -80,22 +126,41 @@ def load_align_model(language: str, name: str | None = None, model_dir: str | No
                 ExitCode.MODEL_UNAVAILABLE, f"alignment model {name} is not in {checkpoint.parent} and HF_HUB_OFFLINE is set; {WAYS_OUT}"
             )
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # whisperx and torch.hub print; stdout carries progress events
-            network, metadata = whisperx_alignment().load_align_model(language, device, model_name=name, model_dir=model_dir)
-    except (OSError, ValueError, RuntimeError) as error:
+        with contextlib.redirect_stdout(sys.stderr):  # torch.hub and transformers print; stdout carries progress events
+            load = _load_torchaudio if source == "torchaudio" else _load_huggingface
+            network, dictionary = load(name, model_dir, device)
+    except Exception as error:  # noqa: BLE001 - as whisperx's loader: any failure to load means "cannot align with it"
         raise StageError(ExitCode.MODEL_UNAVAILABLE, f"alignment model {name} could not be loaded ({_reason(error)}); {WAYS_OUT}") from None
     weights = _weights(name, source, model_dir)
     return AlignModel(
         network=network.eval(),
-        dictionary=metadata["dictionary"],
-        kind=metadata["type"],
-        blank_id=_blank_id(metadata["dictionary"]),
+        dictionary=dictionary,
+        kind="torchaudio" if source == "torchaudio" else "huggingface",
+        blank_id=_blank_id(dictionary),
         name=name,
         source=source,
         weights=[WeightsFile(name=path.name, sha256=memoized_sha256(path)) for path in weights],
         language=language,
         device=device,
     )
+
+
+def _load_torchaudio(name: str, model_dir: str | None, device: str) -> tuple[torch.nn.Module, dict[str, int]]:
+    """whisperx's torchaudio branch: the bundle's model and its labels, lower-cased."""
+    import torchaudio
+
+    bundle = getattr(torchaudio.pipelines, name)
+    network = bundle.get_model(dl_kwargs={"model_dir": model_dir}).to(device)
+    return network, {char.lower(): index for index, char in enumerate(bundle.get_labels())}
+
+
+def _load_huggingface(name: str, model_dir: str | None, device: str) -> tuple[torch.nn.Module, dict[str, int]]:
+    """whisperx's HF branch: Wav2Vec2ForCTC and its processor's vocabulary, lower-cased."""
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    processor = Wav2Vec2Processor.from_pretrained(name, cache_dir=model_dir)
+    network = Wav2Vec2ForCTC.from_pretrained(name, cache_dir=model_dir).to(device)
+    return network, {char.lower(): code for char, code in processor.tokenizer.get_vocab().items()}
 
 
 def _source_of(name: str, torchaudio_bundles: list[str]) -> Literal["torchaudio", "hf", "local"]:
