@@ -254,8 +254,9 @@ def test_fast_diarization_reports_its_steps_and_keeps_the_speakers(
 
 
 def test_alignment_imports_neither_pyannote_nor_whisperx_pipeline(align_python: Path) -> None:
-    """What a run without --diarize imports: whisperx's CTC code without whisperx/__init__ (faster-whisper,
-    ctranslate2, pyannote, lightning: seconds per process), and no pyannote at all."""
+    """The stage's modules and stock whisperx.alignment (which benchmarks and tests compare with; the stage itself
+    no longer imports it: tests/test_align_start.py) load without whisperx/__init__ (faster-whisper, ctranslate2,
+    pyannote, lightning: seconds per process), and no pyannote at all."""
     probe = (
         "import json, sys; import stages.align_diarize.cli, stages.align_diarize.pipeline;"
         "from stages.align_diarize.alignment.model import whisperx_alignment; a = whisperx_alignment();"

@@ -22,6 +22,9 @@ from shared.errors import ExitCode, StageError
 from stages.common.audio import SAMPLE_RATE
 from stages.common.cache import memoized_sha256
 
+from . import pyannote_import  # noqa: F401 - first: pyannote.audio without transformers (see the module)
+
+# isort: split
 from .bundled import BUNDLED_PIPELINE, bundled_assets, load_bundled_pipeline
 from .checkpoints import pyannote_checkpoints_allowed
 from .engine import RELEASE_WAVEFORM, EngineSpeakerDiarization
