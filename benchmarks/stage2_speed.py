@@ -12,7 +12,8 @@ Audio: pyannote's two-speaker sample call repeated (its RTTM shifted per copy is
   stretches in a shuffled order with pauses between, as long as the repeated call: other turns, exact truth).
 - align: stock `whisperx.align` vs ours, interleaved, with a random-init CTC model of wav2vec2-base's shapes.
 - stage: the stage process as users run it (orchestrator's runner): x-realtime of the whole process and peak RSS.
-- start: the stage process on a 2 s clip (imports, model loading, writing): what every file pays.
+- start: the stage process on a 2 s clip (imports, model loading, writing): what every file pays. Alignment with the
+  HF-format random CTC folder and with WAV2VEC2_ASR_BASE_960H (a torchaudio bundle, random weights): English's default.
 - long: 1 h / 4 h (--long) through the stage process, alignment on: time and peak RSS. The transcript is stage 1's
   of the sample with its segments repeated, so no hour-long stage 1 runs first.
 """
@@ -192,8 +193,12 @@ def start_part(work: Path, ctc: Path, args: argparse.Namespace) -> dict[str, Any
     audio = work / "two-seconds.wav"
     clip(assets.sample_audio(), 7.0, 2.0, audio)  # "Hello? ... Hi, hello": speech, so every step runs
     transcript = stage1(audio, work / "start-stage1")
+    bundle_dir = work / "torchaudio-models"  # WAV2VEC2_ASR_BASE_960H's file with random weights: --model_dir finds it
+    subprocess.run([str(envs.env_python("align_diarize")), str(ENV_SCRIPTS / "random_torchaudio_bundle.py"), str(bundle_dir)], check=True)
     modes = {"align only": ["--align_model", str(ctc)], "diarize only (bundled)": ["--no_align", "--diarize", "--diarize_model", "bundled"]}
     modes["align + diarize"] = modes["align only"] + modes["diarize only (bundled)"][1:]
+    modes["align only (torchaudio bundle)"] = ["--model_dir", str(bundle_dir)]  # English's default: no transformers
+    modes["torchaudio bundle + diarize"] = modes["align only (torchaudio bundle)"] + modes["diarize only (bundled)"][1:]
     runs = []
     for _ in range(args.runs):
         for mode, flags in modes.items():
