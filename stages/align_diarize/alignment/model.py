@@ -129,7 +129,7 @@ def load_align_model(language: str, name: str | None = None, model_dir: str | No
         with contextlib.redirect_stdout(sys.stderr):  # torch.hub and transformers print; stdout carries progress events
             load = _load_torchaudio if source == "torchaudio" else _load_huggingface
             network, dictionary = load(name, model_dir, device)
-    except Exception as error:  # noqa: BLE001 - as whisperx's loader: any failure to load means "cannot align with it"
+    except (OSError, ValueError, RuntimeError) as error:
         raise StageError(ExitCode.MODEL_UNAVAILABLE, f"alignment model {name} could not be loaded ({_reason(error)}); {WAYS_OUT}") from None
     weights = _weights(name, source, model_dir)
     return AlignModel(
@@ -158,9 +158,12 @@ def _load_huggingface(name: str, model_dir: str | None, device: str) -> tuple[to
     """whisperx's HF branch: Wav2Vec2ForCTC and its processor's vocabulary, lower-cased."""
     from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
-    processor = Wav2Vec2Processor.from_pretrained(name, cache_dir=model_dir)
-    network = Wav2Vec2ForCTC.from_pretrained(name, cache_dir=model_dir).to(device)
-    return network, {char.lower(): code for char, code in processor.tokenizer.get_vocab().items()}
+    try:
+        processor = Wav2Vec2Processor.from_pretrained(name, cache_dir=model_dir)
+        network = Wav2Vec2ForCTC.from_pretrained(name, cache_dir=model_dir)
+    except Exception as error:  # noqa: BLE001 - as whisperx's branch: any failure to load is a ValueError
+        raise ValueError(_reason(error)) from error
+    return network.to(device), {char.lower(): code for char, code in processor.tokenizer.get_vocab().items()}
 
 
 def _source_of(name: str, torchaudio_bundles: list[str]) -> Literal["torchaudio", "hf", "local"]:
