@@ -255,6 +255,20 @@ def _raw(start: float, end: float, tokens: list[int], decoded: DecodedChunk, tok
     return RawSegment(start=min(start, end), end=end, text=tokenizer.decode(tokens), tokens=tokens, decoded=decoded)
 
 
+# Cross-attention DTW places words late: the alignment heads attend most to the audio just after a word's onset,
+# so the DTW path enters a word's row, and leaves it, about 0.1 s after the word is said (starts and ends alike;
+# faster-whisper's own add_word_timestamps and openai-whisper's find_alignment (--backend mlx_whisper) lag the same
+# on the same clips). The lag is a property of the model: measured per model (benchmarks/word_times.py, median
+# start/end lag; bundled tiny.en on espeak-ng's en-us and en voices: +110 / +104 ms), and validated on held-out
+# voices and on real speech (the sample call against a forced aligner: +124 / +94 ms). Models not measured get 0.
+WORD_TIME_SHIFTS = {"bundled-tiny.en": 0.10}
+
+
+def word_time_shift(model: str, requested: float | None) -> float:
+    """--word_time_shift: the seconds given, or (None) the model's measured lag."""
+    return WORD_TIME_SHIFTS.get(model, 0.0) if requested is None else requested
+
+
 # openai-whisper's and faster-whisper's add_word_timestamps: word lengths are judged against the chunk's median
 # word (at most 0.7 s), and a timestamp token is trusted over a word only when that word is implausibly long.
 MAX_MEDIAN_WORD = 0.7
@@ -272,12 +286,17 @@ def attach_words(segments: list[RawSegment], words: list[WordTiming], chunk_star
     shorten_words_at_sentence_ends(words, 2 * median)
     merge_punctuations(words, decoding.prepend_punctuations, decoding.append_punctuations)
     queue = [w for w in words if w.word]
+    shift = decoding.word_time_shift
     for segment in segments:
         budget = len(segment.tokens)
         while queue and budget > 0:
             word = queue.pop(0)
             budget -= len(word.tokens)
-            start, end = chunk_start + word.start, chunk_start + max(word.end, word.start)
+            # moved earlier by the model's lag (WORD_TIME_SHIFTS), never before the chunk's audio; a word the
+            # chunk's start cuts keeps what it had of length (zero only where DTW gave it none)
+            start = max(word.start - shift, 0.0)
+            end = max(word.end - shift, start + min(max(word.end - word.start, 0.0), shift))
+            start, end = chunk_start + start, chunk_start + end
             segment.words.append({"word": word.word, "start": start, "end": end, "probability": word.probability})
     return median
 
