@@ -58,7 +58,8 @@ def test_benchmark_reports_stage1_word_time_errors(stage_envs: dict[str, Path], 
 def test_word_starts_move_onto_the_speech_on_a_held_out_voice(stage_envs: dict[str, Path], tmp_path: Path) -> None:
     """Cross-attention DTW (tiny.en's alignment heads) places words ~0.1 s late; stage 1 moves them earlier by the
     model's lag, estimated on the en-us and en voices only. On a voice it was not estimated on (British RP), measured
-    2026-12-01: mean start error 109 ms before, 53 ms after; 80 ms leaves room for other CPUs' float rounding."""
+    2026-12-01: mean start error 109 ms before this change, 91 ms with --word_time_shift 0 (punctuation gaps closed
+    only), 43 ms with both; 80 ms leaves room for other CPUs' float rounding."""
     word_times = benchmark()
     clip = word_times.synthesize(word_times.load_espeak(), " ".join(word_times.SENTENCES), "en-gb-x-rp")
     audio = tmp_path / "rp.wav"
@@ -74,7 +75,8 @@ def test_word_starts_move_onto_the_speech_on_a_held_out_voice(stage_envs: dict[s
     assert after["matched"] >= 0.6 * after["words"], after
     assert after["mean_start_error_ms"] < 80 < before["mean_start_error_ms"], (before, after)
     assert after["starts_within_50ms"] > before["starts_within_50ms"], (before, after)
+    print(f"en-gb-x-rp: mean |start| {before['mean_start_error_ms']} ms without the shift, {after['mean_start_error_ms']} ms with it")
     assert [w["word"] for w in shifted] == [w["word"] for w in unshifted]  # the same words, only earlier
     for moved, word in zip(shifted, unshifted, strict=True):
-        assert word["start"] - 0.1 - 1e-3 <= moved["start"] <= word["start"], (moved, word)
+        assert moved["start"] <= word["start"] + 1e-3, (moved, word)
         assert moved["end"] > moved["start"] or word["end"] == word["start"], (moved, word)  # no word made zero-length

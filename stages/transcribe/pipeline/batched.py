@@ -269,6 +269,67 @@ def word_time_shift(model: str, requested: float | None) -> float:
     return WORD_TIME_SHIFTS.get(model, 0.0) if requested is None else requested
 
 
+# Between two words of a chunk DTW leaves a gap only where a punctuation mark was merged into the word before it
+# (the mark's own span is dropped, as in openai-whisper). That span holds the pause the mark stands for when there
+# is one, and otherwise the start of the next word (tiny.en on the sample call: "least, you know" gave "you" 0.43 s
+# late, 40 ms long). So the audio decides: after a pause (quiet frames) the next word starts at the speech onset,
+# and with none it starts where the word before it ends. Quiet: below the file's floor (10th percentile of 10 ms
+# frame levels, at least -70 dB) plus a quarter of the way to its speech level (90th percentile).
+FRAME_S = 0.01
+QUIET_SHARE = 0.25
+QUIET_FLOOR_DB = -70.0
+MIN_PAUSE_S = 0.05  # stop closures inside words are shorter than the pauses at punctuation marks
+MAX_GAP_S = 1.0  # a longer gap with no quiet in it (music, another voice) is left alone
+
+
+@dataclass
+class Loudness:
+    """A file's level in dB per 10 ms frame, and the level below which a frame is quiet."""
+
+    levels: np.ndarray
+    quiet_below: float
+
+    @classmethod
+    def of(cls, samples: np.ndarray) -> Loudness:
+        hop = int(round(FRAME_S * SAMPLE_RATE))
+        count = len(samples) // hop
+        block = 6000  # frames at a time (60 s): no float copy of a long file
+        power = [
+            np.square(samples[b * hop : min(b + block, count) * hop].reshape(-1, hop), dtype=np.float32).mean(axis=1)
+            for b in range(0, count, block)
+        ]
+        levels = 10 * np.log10(np.concatenate(power) + 1e-12) if power else np.zeros(0, np.float32)
+        if not len(levels):
+            return cls(levels, -np.inf)
+        floor = max(float(np.percentile(levels, 10)), QUIET_FLOOR_DB)
+        return cls(levels, floor + QUIET_SHARE * (float(np.percentile(levels, 90)) - floor))
+
+    def onset_after_pause(self, begin: float, end: float) -> float | None:
+        """Where speech starts again after the last pause in [begin, end) (file seconds); None without a pause."""
+        first, last = int(round(begin / FRAME_S)), min(int(round(end / FRAME_S)), len(self.levels))
+        quiet = self.levels[first:last] < self.quiet_below
+        onset, run = None, 0
+        for index, is_quiet in enumerate(quiet):
+            run = run + 1 if is_quiet else 0
+            if run * FRAME_S >= MIN_PAUSE_S - 1e-9 and (index + 1 == len(quiet) or not quiet[index + 1]):
+                onset = (first + index + 1) * FRAME_S
+        return onset
+
+
+def start_words_after_gaps(words: list[dict[str, Any]], loudness: Loudness) -> None:
+    """One chunk's words in order (file seconds): a word after a gap starts at the speech onset after the gap's last
+    pause, or, with no pause, where the word before it ends. Starts only move earlier: no word gets shorter."""
+    for previous, word in zip(words, words[1:], strict=False):
+        gap = word["start"] - previous["end"]
+        if gap <= 0:
+            continue
+        onset = loudness.onset_after_pause(previous["end"], word["start"])
+        if onset is not None:
+            word["start"] = min(word["start"], onset)
+        elif gap <= MAX_GAP_S:
+            word["start"] = previous["end"]
+
+
 # openai-whisper's and faster-whisper's add_word_timestamps: word lengths are judged against the chunk's median
 # word (at most 0.7 s), and a timestamp token is trusted over a word only when that word is implausibly long.
 MAX_MEDIAN_WORD = 0.7
@@ -382,6 +443,13 @@ class ChunkStream:
     chunks: list[SpeechChunk]
     tokenizer: Any
     on_progress: ProgressHook | None = None
+    _loudness: Loudness | None = field(default=None, repr=False)
+
+    @property
+    def loudness(self) -> Loudness:
+        if self._loudness is None:
+            self._loudness = Loudness.of(self.samples)
+        return self._loudness
 
 
 def transcribe_chunks(
@@ -442,7 +510,7 @@ def transcribe_streams(backend: Backend, streams: list[ChunkStream], decoding: D
         for s in sorted({s for s, _ in batch}):
             rows = [row for row in kept if batch[row][0] == s]
             if decoding.word_timestamps and rows:
-                _add_words(backend, encoded, rows, decoded, per_row, streams[s].tokenizer, decoding)
+                _add_words(backend, encoded, rows, decoded, per_row, streams[s], decoding)
             for row in rows:
                 by_chunk[s][batch[row][1]] = per_row[row]
         for row, item in enumerate(batch):
@@ -482,11 +550,13 @@ def _add_words(
     rows: list[int],
     decoded: list[DecodedChunk],
     per_row: dict[int, list[RawSegment]],
-    tokenizer: Any,
+    stream: ChunkStream,
     decoding: DecodingOptions,
 ) -> None:
+    tokenizer = stream.tokenizer
     subset = encoded if rows == list(range(len(decoded))) else backend.select(encoded, rows)
     prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
     texts = [[t for t in decoded[row].generated.tokens if t < tokenizer.eot] for row in rows]
     for row, words in zip(rows, backend.align_words(subset, [prompt] * len(rows), texts, tokenizer), strict=True):
         decoded[row].median_word = attach_words(per_row[row], words, decoded[row].chunk.start, decoding)
+        start_words_after_gaps([w for segment in per_row[row] for w in segment.words], stream.loudness)
