@@ -259,7 +259,7 @@ def _raw(start: float, end: float, tokens: list[int], decoded: DecodedChunk, tok
 # so the DTW path enters a word's row, and leaves it, about 0.1 s after the word is said (starts and ends alike;
 # faster-whisper's own add_word_timestamps and openai-whisper's find_alignment (--backend mlx_whisper) lag the same
 # on the same clips). The lag is a property of the model: measured per model (benchmarks/word_times.py, median
-# start/end lag; bundled tiny.en on espeak-ng's en-us and en voices: +110 / +104 ms), and validated on held-out
+# start/end lag; bundled tiny.en on espeak-ng's en-us and en voices: +110 / +102 ms), and validated on held-out
 # voices and on real speech (the sample call against a forced aligner: +124 / +94 ms). Models not measured get 0.
 WORD_TIME_SHIFTS = {"bundled-tiny.en": 0.10}
 
