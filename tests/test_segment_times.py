@@ -128,7 +128,7 @@ def test_segments_overlap_their_own_speaker_most(transcript: Transcript, sample_
 GAP_SCRIPT = r"""
 import json
 import numpy as np
-from stages.transcribe.pipeline.batched import Loudness, start_words_after_gaps
+from stages.transcribe.pipeline.words import Loudness, start_words_after_gaps
 
 rate = 16000
 rng = np.random.default_rng(0)

@@ -17,10 +17,12 @@ from stages.common.audio import DecodedAudio
 from ..backends.loading import LoadedBackend, choose_backend, load_backend
 from ..models.text_tokenizer import get_tokenizer
 from ..vad.options import SpeechChunk, VadOptions
-from .batched import ChunkStream, RawSegment, speech_chunks, transcribe_chunks, transcribe_streams, word_time_shift
+from .batched import ChunkStream, speech_chunks, transcribe_chunks, transcribe_streams
+from .decoded import RawSegment
 from .language import batched_language
 from .options import PROVENANCE_PACKAGES, ProgressHook, TranscribeOptions, timed
 from .segments import chunk_segment
+from .words import word_time_shift
 
 
 def vad_options(decoding: dict[str, Any]) -> VadOptions | None:
