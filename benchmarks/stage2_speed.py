@@ -10,6 +10,8 @@ Audio: pyannote's two-speaker sample call repeated (its RTTM shifted per copy is
   and `bundled` (real weights); x-realtime, turns equal to stock, DER of fast against exact and the reference.
   `bundled` runs twice: on the repeated call, and on a new conversation assembled from it (its single-speaker
   stretches in a shuffled order with pauses between, as long as the repeated call: other turns, exact truth).
+- conversations: `bundled` exact vs fast on --conversations assembled conversations (seeds 0, 1, ...), one run each:
+  DER of each against its truth, and pooled over all of them (a corpus's DER: errors summed over speech summed).
 - align: stock `whisperx.align` vs ours, interleaved, with a random-init CTC model of wav2vec2-base's shapes.
 - stage: the stage process as users run it (orchestrator's runner): x-realtime of the whole process and peak RSS.
 - start: the stage process on a 2 s clip (imports, model loading, writing): what every file pays. Alignment with the
@@ -46,7 +48,7 @@ from stage1_speed import concatenate, machine_info  # noqa: E402 - the sibling b
 REPO = Path(__file__).resolve().parent.parent
 ENV_SCRIPTS = REPO / "tests" / "env_scripts"
 console = Console(width=None if sys.stdout.isatty() else 160)
-PARTS = ("diarize", "align", "stage", "start")
+PARTS = ("diarize", "conversations", "align", "stage", "start")
 ENV = {"HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 
 
@@ -262,6 +264,26 @@ def long_part(one_transcript: Path, ctc: Path, pipeline31: str, work: Path, args
     return out
 
 
+def conversations_part(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Fast against exact where the truth is exact and the turns are not the call's own order: `bundled` on assembled
+    conversations, per conversation and pooled."""
+    reference = assets.sample_audio().with_suffix(".rttm")
+    per_seed: dict[str, dict[str, Any]] = {}
+    for seed in range(args.conversations):
+        audio = work / f"conversation-{seed}.wav"
+        rttm = assembled_call(assets.sample_audio(), reference, 30.0 * args.repeat, audio, seed=seed)
+        console.print(f"conversations: seed {seed} ...", highlight=False)
+        flags = ["--variants", "exact,fast", "--runs", "1", "--reference", str(rttm)]
+        data = env_script("diarize_compare.py", "bundled", str(audio), *flags, threads=args.threads)
+        per_seed[str(seed)] = {run["variant"]: {k: run[k] for k in ("seconds", "der", "der_components")} for run in data["runs"]}
+    pooled = {}
+    for variant in ("exact", "fast"):
+        parts = [seed[variant]["der_components"] for seed in per_seed.values()]
+        errors = sum(p["confusion"] + p["missed detection"] + p["false alarm"] for p in parts)
+        pooled[variant] = errors / sum(p["total"] for p in parts)
+    return {"audio_s_each": 30.0 * args.repeat, "per_seed": per_seed, "pooled_der": pooled}
+
+
 def print_report(document: dict[str, Any]) -> None:
     for name, part in document.get("diarize", {}).items():
         table = Table(title=f"diarization, {name}, {part['audio_s']:.0f} s of speech (median of runs)")
@@ -277,6 +299,16 @@ def print_report(document: dict[str, Any]) -> None:
             )  # fmt: skip
         console.print(table)
         console.print(f"exact's turns equal stock's (same speakers, boundaries within one frame): {part['exact_equals_stock']}")
+    if "conversations" in document:
+        part = document["conversations"]
+        table = Table(title=f"bundled on assembled conversations of {part['audio_s_each']:.0f} s: DER against the truth")
+        for column in ("conversation", "exact", "fast", "fast - exact (pt)"):
+            table.add_column(column, justify="right")
+        rows = [(seed, runs["exact"]["der"], runs["fast"]["der"]) for seed, runs in part["per_seed"].items()]
+        rows.append(("pooled", part["pooled_der"]["exact"], part["pooled_der"]["fast"]))
+        for name, exact, fast in rows:
+            table.add_row(f"seed {name}" if name != "pooled" else name, f"{exact:.2%}", f"{fast:.2%}", f"{100 * (fast - exact):+.2f}")
+        console.print(table)
     if "align" in document:
         part = document["align"]
         table = Table(title=f"alignment, wav2vec2-base-shaped random CTC, {part['audio_s']:.0f} s")
@@ -319,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}, long")
     parser.add_argument("--pipelines", default="3.1-random,bundled")
+    parser.add_argument("--conversations", type=int, default=8, help="assembled conversations of the conversations part")
     parser.add_argument("--long", default="3600,14400", help="durations in seconds for the long part")
     parser.add_argument("--long-modes", default="bundled exact + align,3.1 fast + align")
     parser.add_argument(
@@ -358,6 +391,8 @@ def main() -> int:
             pipelines = {"3.1-random": pipeline31, "bundled": "bundled"}
             chosen = {name: pipelines[name] for name in args.pipelines.split(",")}
             document["diarize"] = diarize_part(audio, reference, chosen, args)
+        if "conversations" in parts:
+            document["conversations"] = conversations_part(work, args)
         if "align" in parts:
             document["align"] = align_part(transcript, audio, ctc, args)
         if "stage" in parts:

@@ -11,8 +11,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # 1.1: alignment scores, char alignments, speaker turns, stage-2 model records; 1.2: batched decoding, VAD, language votes;
-# 1.3: audio.resolved_path; 1.4: diarization.speed; 1.5: audio.warnings, decoding.best_of, words' score unaligned
-SCHEMA_VERSION = "1.5"
+# 1.3: audio.resolved_path; 1.4: diarization.speed; 1.5: audio.warnings, decoding.best_of, words' score unaligned;
+# 1.6: decoding.word_time_shift
+SCHEMA_VERSION = "1.6"
 SCHEMA_MAJOR = SCHEMA_VERSION.split(".")[0]
 
 # Whisper rounds times to 10 ms; allow that much slack before calling times inconsistent.
@@ -136,6 +137,8 @@ class DecodingOptions(_Model):
     without_timestamps: bool = False
     interleaved_context: bool = False
     vad: VadSettings | None = Field(default=None, description="None: fixed 30 s windows (--no_vad) or mlx_whisper's own seeking")
+    # 1.6: how much earlier stage 1 put its cross-attention word times than DTW found them (documents before it: none)
+    word_time_shift: Annotated[float, Field(ge=0.0)] = 0.0
 
 
 class Provenance(_Model):

@@ -175,6 +175,15 @@ TRANSCRIBE_FLAGS = (
         "--interleaved_context",
         {"type": str2bool, "default": False, "help": "prompt each chunk with the text decoded before it (in batch_size parallel streams)"},
     ),
+    Flag(
+        "--word_time_shift",
+        {
+            "type": float_in(0.0, 1.0, none=True),
+            "default": None,
+            "help": "seconds to move --word_timestamps word times earlier (None: the model's measured lag, 0.1 for bundled-tiny.en "
+            "and 0 for models not measured; 0: off; batched backends only)",
+        },
+    ),
     Flag("--vad_method", {"default": "silero", "choices": ["silero", "pyannote"], "help": "voice activity detection for chunking"}),
     Flag(
         "--vad_onset",

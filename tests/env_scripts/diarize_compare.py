@@ -6,7 +6,8 @@ PIPELINE: a pyannote config.yaml (e.g. random_pyannote31.py's) or "bundled".
 Prints {"audio_s", "runs": [{"variant", "seconds", "turns": [[start, end, speaker], ...], "der_vs_exact", "der"}]}:
 turns are the Annotation's tracks, speaker labels as pyannote names them; DER (pyannote.metrics, 0.25 s collar,
 overlap scored) against the first exact run and, with --reference, against the reference RTTM (the audio repeated
-N times: the RTTM is shifted per copy). --stock-runs caps the runs of the slow stock variant.
+N times: the RTTM is shifted per copy), with its parts ("der_components": confusion, missed detection, false alarm,
+total). --stock-runs caps the runs of the slow stock variant.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def add_ders(runs: list[dict], annotations: list, reference_rttm: Path | None, r
     for run, annotation in zip(runs, annotations, strict=True):
         run["der_vs_exact"] = der(exact, annotation) if exact is not None else None
         run["der"] = der(reference, annotation) if reference is not None else None
+        if reference is not None:  # the parts, so that DERs over several files can be pooled as a corpus's
+            detail = DiarizationErrorRate(collar=0.25, skip_overlap=False)(reference, annotation, detailed=True)
+            run["der_components"] = {name: float(value) for name, value in detail.items()}
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 usage: python engine_checks.py CONFIG.yaml AUDIO.wav   (CONFIG: random_pyannote31.py's)
 Prints JSON: the largest differences between our per-chunk embeddings and stock's per-(chunk, speaker) ones, whether
-the pooling masks are stock's, and what the bounded clustering does below and above its bound.
+the pooling masks are stock's, what the bounded clustering does below and above its bound, and whether our
+block-wise binarization gives stock's values on real and adversarial scores.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from pyannote.audio import Pipeline  # noqa: E402
 from pyannote.audio.pipelines.clustering import AgglomerativeClustering  # noqa: E402
+from pyannote.audio.utils.signal import binarize  # noqa: E402
 from pyannote.core import SlidingWindow, SlidingWindowFeature  # noqa: E402
 
+from stages.align_diarize.diarization.binarize import ROWS_PER_BLOCK, binarize_chunks  # noqa: E402
 from stages.align_diarize.diarization.checkpoints import pyannote_checkpoints_allowed  # noqa: E402
 from stages.align_diarize.diarization.clustering import BoundedAgglomerativeClustering  # noqa: E402
 from stages.align_diarize.diarization.engine import EngineSpeakerDiarization  # noqa: E402
@@ -89,9 +92,34 @@ def clustering_checks() -> dict:
     }
 
 
+def binarize_checks(samples: np.ndarray, rate: int) -> dict:
+    """Stock's binarize vs ours: the bundled segmentation of the call (tiled past one block of rows), and random scores
+    with NaNs and values exactly at the thresholds (the frames whose state is inherited), for each way it is called."""
+    from stages.align_diarize.diarization.bundled import load_bundled_pipeline
+
+    with contextlib.redirect_stdout(sys.stderr):
+        pipeline = load_bundled_pipeline()
+    real = pipeline.get_segmentations({"waveform": torch.from_numpy(np.tile(samples, 40))[None], "sample_rate": rate})
+    rng = np.random.default_rng(0)
+    scores = rng.random((300, 50, 3)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.05] = np.nan
+    scores[rng.random(scores.shape) < 0.1] = 0.5
+    scores[rng.random(scores.shape) < 0.05] = 0.3
+    scores[:7] = 0.5  # rows that never leave the initial state
+    adversarial = SlidingWindowFeature(scores, SlidingWindow(start=0, duration=5, step=0.5))
+    equal = []
+    for swf in (real, adversarial):
+        for onset, offset, initial_state in [(0.5, None, False), (0.5, 0.3, None), (0.6, 0.4, True)]:
+            stock = binarize(swf, onset=onset, offset=offset, initial_state=initial_state).data
+            ours = binarize_chunks(swf, onset=onset, offset=offset, initial_state=initial_state).data
+            equal.append(bool(stock.shape == ours.shape and np.array_equal(stock, ours)))
+    return {"equal": equal, "real_rows": int(real.data.shape[0] * real.data.shape[2]), "rows_per_block": ROWS_PER_BLOCK}
+
+
 def main() -> None:
     samples, rate = sf.read(sys.argv[2], dtype="float32")
-    print(json.dumps({"embeddings": embedding_checks(sys.argv[1], samples, rate), "clustering": clustering_checks()}))
+    checks = {"embeddings": embedding_checks(sys.argv[1], samples, rate), "clustering": clustering_checks()}
+    print(json.dumps({**checks, "binarize": binarize_checks(samples, rate)}))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pyannote.audio import Model
 from pyannote.audio.pipelines import SpeakerDiarization
 from pyannote.core import SlidingWindowFeature
 
+from .binarize import lean_binarization
 from .clustering import BoundedAgglomerativeClustering
 from .embeddings import ChunkEmbedder, chunk_embedder
 from .options import DiarizeSpeed
@@ -59,6 +60,10 @@ class EngineSpeakerDiarization(SpeakerDiarization):
         )
         engine.instantiate(stock.parameters(instantiated=True))
         return engine.to(torch.device("cpu"))
+
+    def apply(self, file: Any, **kwargs: Any) -> Any:
+        with lean_binarization():
+            return super().apply(file, **kwargs)
 
     def get_embeddings(
         self,

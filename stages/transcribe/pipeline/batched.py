@@ -1,7 +1,7 @@
 """Stage 1's batched decoding: VAD chunks -> batched decoding with per-chunk fallback -> segments and word times.
 
 The same for every backend (MLX, CTranslate2): a backend only encodes windows and generates tokens. The language
-vote over chunks is language.py's; building the Transcript is batched_run.py's.
+vote over chunks is language.py's; word times are words.py's; building the Transcript is batched_run.py's.
 """
 
 from __future__ import annotations
@@ -16,32 +16,15 @@ import numpy as np
 from shared.contract import DecodingOptions
 from stages.common.audio import SAMPLE_RATE
 
-from ..backends.base import Backend, Encoded, Generated, GenerateOptions, WordTiming
+from ..backends.base import Backend, Encoded, Generated, GenerateOptions
 from ..vad.chunking import fixed_chunks, vad_chunks
 from ..vad.options import SpeechChunk, VadOptions
+from .decoded import DecodedChunk, RawSegment
 from .options import ProgressHook
+from .words import Loudness, attach_words, fit_segments_to_words, start_words_after_gaps
 
 SECONDS_PER_TIMESTAMP = 0.02
 CHUNK_SIZE = 30.0
-
-
-@dataclass
-class DecodedChunk:
-    chunk: SpeechChunk
-    generated: Generated
-    temperature: float
-    compression_ratio: float
-    median_word: float = 0.0  # seconds: the median word duration DTW found in the chunk (word times only)
-
-
-@dataclass
-class RawSegment:
-    start: float
-    end: float
-    text: str
-    tokens: list[int]
-    decoded: DecodedChunk
-    words: list[dict[str, Any]] = field(default_factory=list)
 
 
 def compression_ratio(text: str) -> float:
@@ -255,106 +238,6 @@ def _raw(start: float, end: float, tokens: list[int], decoded: DecodedChunk, tok
     return RawSegment(start=min(start, end), end=end, text=tokenizer.decode(tokens), tokens=tokens, decoded=decoded)
 
 
-# openai-whisper's and faster-whisper's add_word_timestamps: word lengths are judged against the chunk's median
-# word (at most 0.7 s), and a timestamp token is trusted over a word only when that word is implausibly long.
-MAX_MEDIAN_WORD = 0.7
-SENTENCE_END_MARKS = ".。!！?？"
-
-
-def attach_words(segments: list[RawSegment], words: list[WordTiming], chunk_start: float, decoding: DecodingOptions) -> float:
-    """Hand the chunk's word timings to its segments in token order, punctuation merged as openai-whisper, and
-    return the chunk's median word duration. Words keep their own times: clamping them into segments bounded by
-    timestamp tokens (whole seconds from tiny.en) squeezed a quarter of them to zero length; the segments follow
-    the words instead (`fit_segments_to_words`)."""
-    from mlx_whisper.timing import merge_punctuations
-
-    median = median_word_duration(words)
-    shorten_words_at_sentence_ends(words, 2 * median)
-    merge_punctuations(words, decoding.prepend_punctuations, decoding.append_punctuations)
-    queue = [w for w in words if w.word]
-    for segment in segments:
-        budget = len(segment.tokens)
-        while queue and budget > 0:
-            word = queue.pop(0)
-            budget -= len(word.tokens)
-            start, end = chunk_start + word.start, chunk_start + max(word.end, word.start)
-            segment.words.append({"word": word.word, "start": start, "end": end, "probability": word.probability})
-    return median
-
-
-def median_word_duration(words: list[WordTiming]) -> float:
-    durations = [w.end - w.start for w in words if w.end > w.start]
-    return min(MAX_MEDIAN_WORD, float(np.median(durations))) if durations else 0.0
-
-
-def shorten_words_at_sentence_ends(words: list[WordTiming], longest: float) -> None:
-    """A sentence-end mark, or the word after one, that DTW stretched over a pause keeps at most `longest` s."""
-    if longest <= 0:
-        return
-    for previous, word in zip(words, words[1:], strict=False):
-        if word.end - word.start > longest:
-            if word.word in SENTENCE_END_MARKS:
-                word.end = word.start + longest
-            elif previous.word in SENTENCE_END_MARKS:
-                word.start = word.end - longest
-
-
-def fit_segments_to_words(segments: list[RawSegment], vad_chunks: bool) -> None:
-    """Segment bounds follow their words, in time order, as openai-whisper's and faster-whisper's add_word_timestamps;
-    a segment then covers all its words (the contract's rule) and every time is rounded to the millisecond."""
-    last_speech, previous = 0.0, None
-    for segment in segments:
-        if not segment.words:
-            continue
-        median, chunk = segment.decoded.median_word, segment.decoded.chunk
-        if not (vad_chunks and segment.decoded is not previous and _shorten_first_word_at_onset(segment.words, median, chunk.start)):
-            _shorten_first_words_after_pause(segment.words, last_speech, median, chunk.start)
-        _follow_words(segment, median)
-        previous = segment.decoded
-        last_speech = segment.end
-        for word in segment.words:
-            word["start"], word["end"] = round(word["start"], 3), round(word["end"], 3)
-        segment.start, segment.end = round(segment.start, 3), round(segment.end, 3)
-
-
-def _shorten_first_words_after_pause(words: list[dict[str, Any]], last_speech: float, median: float, chunk_start: float) -> None:
-    """DTW tends to start the first word after a pause too early: keep it (and the next) at most twice the median."""
-    longest = 2 * median
-    first = words[0]
-    if longest <= 0 or first["end"] - last_speech <= 4 * median:
-        return
-    if first["end"] - first["start"] <= longest and (len(words) < 2 or words[1]["end"] - first["start"] <= 2 * longest):
-        return
-    if len(words) > 1 and words[1]["end"] - words[1]["start"] > longest:
-        # upstream's max(end / 2, ...) in window time; the window is the chunk here
-        boundary = max(chunk_start + (words[1]["end"] - chunk_start) / 2, words[1]["end"] - longest)
-        first["end"] = words[1]["start"] = boundary
-    first["start"] = max(chunk_start, first["end"] - longest)
-
-
-def _shorten_first_word_at_onset(words: list[dict[str, Any]], median: float, chunk_start: float) -> bool:
-    """A VAD chunk starts where speech does: a chunk's first word that DTW starts there has the right start, and
-    when it is too long it ran over what follows (tiny.en: the call's two "Hello"s as one 1.1 s word, which the
-    pause rule below would move onto the other speaker). Cut its end instead; False when the rule does not apply."""
-    first, longest = words[0], 2 * median
-    if longest <= 0 or first["start"] - chunk_start > median or first["end"] - first["start"] <= longest:
-        return False
-    first["end"] = first["start"] + longest
-    return True
-
-
-def _follow_words(segment: RawSegment, median: float) -> None:
-    """The segment starts with its first word and ends with its last, unless that word is over 0.5 s longer than
-    the timestamp token says: then the word is cut back toward the token (never below the median word)."""
-    first, last = segment.words[0], segment.words[-1]
-    if segment.start < first["end"] and segment.start - 0.5 > first["start"]:
-        first["start"] = max(0.0, min(first["end"] - median, segment.start))
-    segment.start = first["start"]
-    if segment.end > last["start"] and segment.end + 0.5 < last["end"]:
-        last["end"] = max(last["start"] + median, segment.end)
-    segment.end = max(last["end"], segment.start)
-
-
 @dataclass
 class ChunkStream:
     """One file's speech chunks to decode: its samples, its tokenizer (language and task) and its progress hook."""
@@ -363,6 +246,13 @@ class ChunkStream:
     chunks: list[SpeechChunk]
     tokenizer: Any
     on_progress: ProgressHook | None = None
+    _loudness: Loudness | None = field(default=None, repr=False)
+
+    @property
+    def loudness(self) -> Loudness:
+        if self._loudness is None:
+            self._loudness = Loudness.of(self.samples)
+        return self._loudness
 
 
 def transcribe_chunks(
@@ -423,7 +313,7 @@ def transcribe_streams(backend: Backend, streams: list[ChunkStream], decoding: D
         for s in sorted({s for s, _ in batch}):
             rows = [row for row in kept if batch[row][0] == s]
             if decoding.word_timestamps and rows:
-                _add_words(backend, encoded, rows, decoded, per_row, streams[s].tokenizer, decoding)
+                _add_words(backend, encoded, rows, decoded, per_row, streams[s], decoding)
             for row in rows:
                 by_chunk[s][batch[row][1]] = per_row[row]
         for row, item in enumerate(batch):
@@ -463,11 +353,13 @@ def _add_words(
     rows: list[int],
     decoded: list[DecodedChunk],
     per_row: dict[int, list[RawSegment]],
-    tokenizer: Any,
+    stream: ChunkStream,
     decoding: DecodingOptions,
 ) -> None:
+    tokenizer = stream.tokenizer
     subset = encoded if rows == list(range(len(decoded))) else backend.select(encoded, rows)
     prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
     texts = [[t for t in decoded[row].generated.tokens if t < tokenizer.eot] for row in rows]
     for row, words in zip(rows, backend.align_words(subset, [prompt] * len(rows), texts, tokenizer), strict=True):
         decoded[row].median_word = attach_words(per_row[row], words, decoded[row].chunk.start, decoding)
+        start_words_after_gaps([w for segment in per_row[row] for w in segment.words], stream.loudness)

@@ -17,10 +17,12 @@ from stages.common.audio import DecodedAudio
 from ..backends.loading import LoadedBackend, choose_backend, load_backend
 from ..models.text_tokenizer import get_tokenizer
 from ..vad.options import SpeechChunk, VadOptions
-from .batched import ChunkStream, RawSegment, speech_chunks, transcribe_chunks, transcribe_streams
+from .batched import ChunkStream, speech_chunks, transcribe_chunks, transcribe_streams
+from .decoded import RawSegment
 from .language import batched_language
 from .options import PROVENANCE_PACKAGES, ProgressHook, TranscribeOptions, timed
 from .segments import chunk_segment
+from .words import word_time_shift
 
 
 def vad_options(decoding: dict[str, Any]) -> VadOptions | None:
@@ -126,6 +128,8 @@ def prepare_batched(audio: DecodedAudio, options: TranscribeOptions, on_progress
         language = batched_language(backend, audio, chunks, wanted.get("language"))
     tokenizer = get_tokenizer(backend.is_multilingual, num_languages=backend.num_languages, language=language.code, task=wanted.get("task"))
     fields = {k: v for k, v in wanted.items() if k in DecodingOptions.model_fields}
+    shift = word_time_shift(options.model, wanted.get("word_time_shift"))
+    fields["word_time_shift"] = shift if wanted.get("word_timestamps") else 0.0  # what was applied: the transcript records it
     settings = (
         None if vad is None else VadSettings(method=vad.method, onset=vad.onset, offset=vad.resolved_offset, chunk_size=vad.chunk_size)
     )  # type: ignore[arg-type]

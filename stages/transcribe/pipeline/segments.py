@@ -6,7 +6,7 @@ import sys
 
 from shared.contract import Segment, Word
 
-from .batched import RawSegment
+from .decoded import RawSegment
 
 
 def well_formed(raw_segments: list[dict]) -> list[dict]:
