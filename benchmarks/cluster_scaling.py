@@ -43,14 +43,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def marked(marker: str) -> list[int]:
-    """Our processes whose environment carries MARKER, and their descendants (Ray starts its agents without it)."""
+def marked(marker: str, variable: str = "STAGEWHISPER_BENCH_NODE") -> list[int]:
+    """Our processes whose environment has VARIABLE=MARKER, and their descendants (Ray starts its agents without it).
+    tests/test_cluster.py finds its nodes with it too."""
     parents, pids = {}, set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
                 parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                if f"STAGEWHISPER_BENCH_NODE={marker}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                if f"{variable}={marker}".encode() in (proc / "environ").read_bytes().split(b"\0"):
                     pids.add(int(proc.name))
     while more := {pid for pid, parent in parents.items() if parent in pids} - pids:
         pids |= more

@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -128,17 +129,13 @@ def _free_port() -> int:
 
 def _marked(marker: str) -> list[int]:
     """Our processes whose environment carries MARKER (a node's raylet, its Ray workers, their stage workers) and their
-    descendants (the raylet starts its agents without our variables)."""
-    parents, pids = {}, set()
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                if f"STAGEWHISPER_TEST_NODE={marker}".encode() in (proc / "environ").read_bytes().split(b"\0"):
-                    pids.add(int(proc.name))
-    while more := {pid for pid, parent in parents.items() if parent in pids} - pids:
-        pids |= more
-    return sorted(pids)
+    descendants (the raylet starts its agents without our variables): the cluster benchmark's finder."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import cluster_scaling
+    finally:
+        sys.path.pop(0)
+    return cluster_scaling.marked(marker, variable="STAGEWHISPER_TEST_NODE")
 
 
 def _kill(marker: str) -> None:
